@@ -1,0 +1,170 @@
+"""The ``seglab`` command: one entry point, one sub-command per job.
+
+Heavy imports (torch, mmseg) happen inside each sub-command, so ``seglab
+--help`` and argument errors come back in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from seglab.errors import UserError
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by train and test (mmseg's tools/train.py and test.py names)."""
+    from mmengine.config import DictAction
+
+    parser.add_argument("--work-dir", help="where logs and checkpoints go "
+                        "(default: work_dirs/<config name>)")
+    parser.add_argument("--data-root", help="dataset root for every dataloader "
+                        "(overrides data_root in the config)")
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                        help="override config keys, e.g. train_cfg.max_epochs=2")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
+                        default="none", help="job launcher (tools/dist_train.sh sets pytorch)")
+    # torchrun passes --local-rank only with --use-env off; accepted for mmseg compatibility
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=0,
+                        help=argparse.SUPPRESS)
+
+
+def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="seglab train")
+    parser.add_argument("config", help="experiment config file")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                        help="continue a run: from CHECKPOINT, or the newest one in the work dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run even if the work dir holds checkpoints")
+    parser.add_argument("--tmux", action="store_true",
+                        help="run in a detached tmux session, logged under the work dir")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="with --tmux: processes to launch via tools/dist_train.sh")
+    _add_run_options(parser)
+    return parser
+
+
+def test_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(prog="seglab test")
+    parser.add_argument("config", help="experiment config file")
+    parser.add_argument("checkpoint", help="checkpoint to evaluate")
+    parser.add_argument("--show-dir", help="save a prediction overlay for every test image "
+                        "in this folder (under the run's log dir)")
+    _add_run_options(parser)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    options = dict(args.cfg_options or {})
+    if args.data_root:
+        from seglab.config import data_root_overrides
+
+        options.update(data_root_overrides(args.data_root))
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.tmux:
+        from seglab.tmux import start_training_session
+
+        start_training_session(args.config, args.gpus, _forwarded_train_args(args.argv))
+        return 0
+    from seglab.engine import train
+
+    train(args.config, work_dir=args.work_dir, resume=args.resume,
+          cfg_options=_overrides(args), launcher=args.launcher, overwrite=args.overwrite)
+    return 0
+
+
+def _forwarded_train_args(argv: list[str]) -> list[str]:
+    """``seglab train`` arguments after the config, minus the tmux-only ones."""
+    rest = argv[argv.index("train") + 2:]
+    out, skip = [], False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif arg != "--tmux" and not arg.startswith("--gpus="):
+            out.append(arg)
+    return out
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from seglab.engine import test
+
+    test(args.config, args.checkpoint, work_dir=args.work_dir, show_dir=args.show_dir,
+         cfg_options=_overrides(args), launcher=args.launcher)
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from seglab.data.synth import write_synth_dataset
+
+    summary = write_synth_dataset(args.layout, args.out, num_train=args.num_train,
+                                  num_val=args.num_val, seed=args.seed)
+    counts = ", ".join(f"{split} {len(ids)}" for split, ids in summary.splits.items())
+    print(f"seglab data synth: {args.layout} layout at {summary.root} ({counts})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from seglab.demo import run_demo
+
+    run_demo(data_dir=args.data_dir, work_dir=args.work_dir)
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    from seglab import install
+
+    return install.main(args.install_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seglab", description="Config-driven semantic segmentation on MMSegmentation 1.x.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a config (mmseg tools/train.py + seglab guards)")
+    train_parser(p).set_defaults(func=cmd_train)
+    p = sub.add_parser("test", help="evaluate a checkpoint; prints the per-class IoU/Acc table")
+    test_parser(p).set_defaults(func=cmd_test)
+
+    data = sub.add_parser("data", help="dataset tools").add_subparsers(
+        dest="data_command", required=True, metavar="DATA_COMMAND")
+    p = data.add_parser("synth", help="generate a small dataset in a real on-disk layout")
+    p.add_argument("layout", choices=["voc", "ade20k"])
+    p.add_argument("--out", default="data/synth", help="parent folder (default: data/synth)")
+    p.add_argument("--num-train", type=int, default=96)
+    p.add_argument("--num-val", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_synth)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default: synth data, "
+                       "train, test, per-class table")
+    p.add_argument("--data-dir", default="data/synth")
+    p.add_argument("--work-dir", default=None, help="default: work_dirs/demo_<time>")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("install", help="set up the pinned stack (mmcv with ops, cached)",
+                       add_help=False)
+    p.add_argument("install_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_install)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"seglab: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

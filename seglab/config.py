@@ -1,0 +1,90 @@
+"""Load an experiment config, apply command-line overrides and fit it to this machine.
+
+Every check here runs before a model, a dataset or a process group is built, so
+bad input costs seconds and names the file, key and fix.
+"""
+
+from __future__ import annotations
+
+import os.path as osp
+from pathlib import Path
+from typing import Any
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+from seglab.errors import UserError
+
+DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+
+
+class ConfigError(UserError):
+    """A config or command-line value seglab refuses before doing expensive work."""
+
+
+def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (with its ``_base_`` chain and ``custom_imports``) and merge overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} not found (looked in {Path.cwd()})")
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as err:  # mmengine raises bare Exceptions for syntax/base errors
+        raise ConfigError(f"{path}: cannot be loaded: {err}") from err
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def default_work_dir(config_path: str | Path) -> str:
+    """``work_dirs/<config file stem>``, as mmseg's tools choose it."""
+    return osp.join("work_dirs", Path(config_path).stem)
+
+
+def data_root_overrides(data_root: str) -> dict[str, str]:
+    """``--cfg-options`` entries that point every dataloader's dataset at ``data_root``."""
+    return {f"{loader}.dataset.data_root": data_root for loader in DATALOADERS}
+
+
+def _replace_types(node: Any, old: str, new: str) -> int:
+    """Rename every ``type=old`` in a nested config; return how many were changed."""
+    changed = 0
+    if isinstance(node, dict):
+        if node.get("type") == old:
+            node["type"] = new
+            changed += 1
+        for value in node.values():
+            changed += _replace_types(value, old, new)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            changed += _replace_types(value, old, new)
+    return changed
+
+
+def adapt_to_device(cfg: Config, launcher: str) -> list[str]:
+    """Fit a GPU-written config to a machine without CUDA; return what was changed.
+
+    On CPU: distributed runs use the gloo backend and ``CPUAwareDDP``; SyncBN
+    (CUDA-only) becomes BN. Configs are written for the multi-GPU cluster and
+    stay unchanged there; these adjustments are logged and saved with the run.
+    """
+    if torch.cuda.is_available():
+        return []
+    notes = []
+    if launcher != "none":
+        cfg.setdefault("env_cfg", ConfigDict())
+        cfg.env_cfg.setdefault("dist_cfg", ConfigDict())
+        if cfg.env_cfg.dist_cfg.get("backend") != "gloo":
+            cfg.env_cfg.dist_cfg.backend = "gloo"
+            notes.append("env_cfg.dist_cfg.backend=gloo (no CUDA)")
+        cfg.model_wrapper_cfg = ConfigDict(
+            type="CPUAwareDDP", broadcast_buffers=False,
+            find_unused_parameters=cfg.get("find_unused_parameters", False))
+        notes.append("model_wrapper_cfg.type=CPUAwareDDP (DDP without device_ids)")
+    if n := _replace_types(cfg.model, "SyncBN", "BN"):
+        notes.append(f"{n} SyncBN norm layer config(s) -> BN (SyncBN needs CUDA)")
+    if cfg.get("optim_wrapper", {}).get("type") == "AmpOptimWrapper":
+        cfg.optim_wrapper.type = "OptimWrapper"
+        cfg.optim_wrapper.pop("loss_scale", None)
+        notes.append("optim_wrapper AmpOptimWrapper -> OptimWrapper (fp16 AMP needs CUDA)")
+    return notes

@@ -1,0 +1,131 @@
+"""Train and test runs: mmseg's ``tools/train.py``/``test.py`` logic plus seglab's guards."""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+from pathlib import Path
+from typing import Any
+
+from mmengine.config import Config
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner, find_latest_checkpoint
+
+from seglab import register  # noqa: F401  (safe checkpoint loader, CPU DDP)
+from seglab.config import ConfigError, adapt_to_device, default_work_dir, load_config
+from seglab.distributed import init_cpu_process_group
+
+
+def _build_runner(cfg: Config) -> Runner:
+    return RUNNERS.build(cfg) if "runner_type" in cfg else Runner.from_cfg(cfg)
+
+
+def _existing_checkpoints(work_dir: str) -> list[str]:
+    if not osp.isdir(work_dir):
+        return []
+    return sorted(f for f in os.listdir(work_dir) if f.endswith(".pth"))
+
+
+def _prepare(cfg: Config, config_path: str, work_dir: str | None, launcher: str) -> list[str]:
+    """Work dir, launcher and device fit shared by train and test."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = default_work_dir(config_path)
+    cfg.launcher = launcher
+    notes = adapt_to_device(cfg, launcher)
+    if launcher == "pytorch" and "gloo" in str(cfg.env_cfg.get("dist_cfg", {}).get("backend")):
+        init_cpu_process_group()
+    return notes
+
+
+def _log_notes(notes: list[str]) -> None:
+    for note in notes:
+        print_log(f"seglab: adapted for this machine: {note}", logger="current")
+
+
+def train(
+    config: str,
+    work_dir: str | None = None,
+    resume: bool | str = False,
+    cfg_options: dict[str, Any] | None = None,
+    launcher: str = "none",
+    overwrite: bool = False,
+) -> Runner:
+    """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir.
+
+    Refuses, before building anything, to resume from nothing and to start a
+    fresh run over an existing run's checkpoints (which it would overwrite).
+    """
+    cfg = load_config(config, cfg_options)
+    notes = []
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get("work_dir") is None:
+        cfg.work_dir = default_work_dir(config)
+    existing = _existing_checkpoints(cfg.work_dir)
+    if isinstance(resume, str):
+        if not osp.isfile(resume):
+            raise ConfigError(f"--resume {resume!r}: no such checkpoint file")
+        cfg.resume, cfg.load_from = True, resume
+    elif resume:
+        latest = find_latest_checkpoint(cfg.work_dir)
+        if latest is None:
+            raise ConfigError(
+                f"--resume: no checkpoint found in work dir {cfg.work_dir!r} (no 'last_checkpoint' "
+                "file). Fix: drop --resume to start a new run, or pass --work-dir of the run to "
+                "continue, or --resume PATH/TO/epoch_N.pth."
+            )
+        cfg.resume, cfg.load_from = True, None
+    elif existing and not overwrite:
+        raise ConfigError(
+            f"work dir {cfg.work_dir!r} already holds checkpoints ({', '.join(existing[:3])}"
+            f"{', ...' if len(existing) > 3 else ''}); a new run would overwrite them. Fix: add "
+            "--resume to continue that run, --work-dir NEW_DIR for a new one, or --overwrite."
+        )
+    notes = _prepare(cfg, config, cfg.work_dir, launcher)
+    runner = _build_runner(cfg)
+    _log_notes(notes)
+    runner.train()
+    return runner
+
+
+def trigger_visualization(cfg: Config, show_dir: str) -> None:
+    """Save a prediction overlay for every test image under ``work_dir/<timestamp>/show_dir``."""
+    hook = cfg.default_hooks.get("visualization")
+    if hook is None:
+        raise ConfigError(
+            f"--show-dir needs default_hooks.visualization in the config "
+            "(e.g. dict(type='SegVisualizationHook')).")
+    hook.update(draw=True, interval=1)
+    cfg.visualizer.save_dir = show_dir
+
+
+def test(
+    config: str,
+    checkpoint: str,
+    work_dir: str | None = None,
+    show_dir: str | None = None,
+    cfg_options: dict[str, Any] | None = None,
+    launcher: str = "none",
+) -> dict[str, float]:
+    """Evaluate ``checkpoint`` on the config's test set; return the metrics.
+
+    mmseg's ``IoUMetric`` logs the per-class IoU/Acc table; seglab returns the
+    summary numbers too.
+    """
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"checkpoint {checkpoint!r} not found")
+    cfg = load_config(config, cfg_options)
+    cfg.load_from = checkpoint
+    if show_dir:
+        trigger_visualization(cfg, show_dir)
+    notes = _prepare(cfg, config, work_dir, launcher)
+    runner = _build_runner(cfg)
+    _log_notes(notes)
+    metrics = runner.test()
+    if show_dir:
+        print_log(f"seglab: prediction overlays saved under {osp.join(runner.log_dir, show_dir)}",
+                  logger="current")
+    return metrics

@@ -1,0 +1,63 @@
+"""Shared fixtures: generated datasets and one short training run reused by several tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VOC_DEMO = REPO_ROOT / "configs" / "demo" / "segformer_mit-b0_synth-voc_v1.0.py"
+ADE_DEMO = REPO_ROOT / "configs" / "demo" / "segformer_mit-b0_synth-ade20k_v1.0.py"
+# Enough images that 2 epochs give the model ~70 optimizer steps at batch 8.
+TRAIN_IMAGES, VAL_IMAGES = 288, 32
+
+
+def run_cli(*args: str, cwd: Path = REPO_ROOT, timeout: int = 900,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``seglab ARGS`` in a subprocess, capturing its output."""
+    return subprocess.run([sys.executable, "-m", "seglab.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("synth")
+
+
+@pytest.fixture(scope="session")
+def voc_root(synth_root: Path) -> Path:
+    from seglab.data.synth import write_synth_dataset
+
+    return write_synth_dataset("voc", synth_root, num_train=TRAIN_IMAGES, num_val=VAL_IMAGES,
+                               seed=0).root
+
+
+@pytest.fixture(scope="session")
+def ade_root(synth_root: Path) -> Path:
+    from seglab.data.synth import write_synth_dataset
+
+    return write_synth_dataset("ade20k", synth_root, num_train=TRAIN_IMAGES,
+                               num_val=VAL_IMAGES, seed=0).root
+
+
+def short_run_options(data_root: Path, epochs: int) -> dict[str, object]:
+    """Point a demo config at ``data_root`` and stop after ``epochs``."""
+    from seglab.config import data_root_overrides
+
+    return {**data_root_overrides(str(data_root)), "train_cfg.max_epochs": epochs}
+
+
+@pytest.fixture(scope="session")
+def voc_two_epochs(voc_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The VOC demo config trained for 2 epochs (shared by the mIoU, resume and test tests)."""
+    from seglab.engine import train
+
+    work_dir = tmp_path_factory.mktemp("voc_run")
+    runner = train(str(VOC_DEMO), work_dir=str(work_dir),
+                   cfg_options=short_run_options(voc_root, 2))
+    return runner, work_dir

@@ -1,0 +1,181 @@
+"""End-to-end on CPU: train, evaluate, resume, distributed ranks, the test table, tmux."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from seglab.config import ConfigError
+from seglab.engine import test, train
+from tests.conftest import (
+    ADE_DEMO,
+    REPO_ROOT,
+    TRAIN_IMAGES,
+    VOC_DEMO,
+    run_cli,
+    short_run_options,
+)
+
+VOC_CLASSES = 21
+# Chance for a model that ignores the image is ~1/21 of the classes at best; the
+# demo reaches well over 40 mIoU in 2 epochs, so 25 keeps a wide margin.
+MIN_MIOU_AFTER_TWO_EPOCHS = 25.0
+BATCH = 8
+
+
+def iters_per_epoch(images: int, world_size: int = 1) -> int:
+    per_rank = -(-images // world_size)
+    return -(-per_rank // BATCH)
+
+
+def _optimizer_steps(runner) -> set[int]:
+    state = runner.optim_wrapper.optimizer.state
+    return {int(s["step"]) for s in state.values()}
+
+
+def test_voc_demo_learns_in_two_epochs(voc_two_epochs, voc_root) -> None:
+    runner, work_dir = voc_two_epochs
+    assert runner.epoch == 2
+    metrics = test(str(VOC_DEMO), str(Path(work_dir) / "epoch_2.pth"), work_dir=str(work_dir),
+                   cfg_options=short_run_options(voc_root, 2))
+    assert metrics["mIoU"] > MIN_MIOU_AFTER_TWO_EPOCHS, metrics
+
+
+def test_ade20k_layout_with_reduce_zero_label_learns(ade_root, tmp_path) -> None:
+    runner = train(str(ADE_DEMO), work_dir=str(tmp_path),
+                   cfg_options=short_run_options(ade_root, 2))
+    dataset = runner.train_dataloader.dataset
+    assert dataset.reduce_zero_label and len(dataset.metainfo["classes"]) == 150
+    metrics = test(str(ADE_DEMO), str(tmp_path / "epoch_2.pth"), work_dir=str(tmp_path),
+                   cfg_options=short_run_options(ade_root, 2))
+    assert metrics["mIoU"] > MIN_MIOU_AFTER_TWO_EPOCHS, metrics
+
+
+def test_resume_continues_at_epoch_three_with_restored_state(voc_two_epochs, voc_root,
+                                                             tmp_path) -> None:
+    _, first_run = voc_two_epochs
+    work_dir = tmp_path / "run"
+    shutil.copytree(first_run, work_dir, ignore=shutil.ignore_patterns("2*"))
+    (work_dir / "last_checkpoint").write_text(str(work_dir / "epoch_2.pth"))
+    ipe = iters_per_epoch(TRAIN_IMAGES)
+    runner = train(str(VOC_DEMO), work_dir=str(work_dir), resume=True,
+                   cfg_options=short_run_options(voc_root, 3))
+    assert runner.epoch == 3 and runner.iter == 3 * ipe
+    # AdamW's per-parameter step counts and the LR schedulers' positions carry
+    # on from the checkpoint: a fresh optimizer or scheduler would be at 1 * ipe.
+    assert _optimizer_steps(runner) == {3 * ipe}
+    assert {s.last_step for s in runner.param_schedulers} == {3 * ipe}
+    saved = torch.load(work_dir / "epoch_2.pth", weights_only=False)
+    assert saved["meta"]["iter"] == 2 * ipe
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="no checkpoint found"):
+        train(str(VOC_DEMO), work_dir=str(tmp_path), resume=True)
+
+
+def test_new_run_over_existing_checkpoints_is_refused(tmp_path) -> None:
+    (tmp_path / "epoch_1.pth").write_bytes(b"a user's checkpoint")
+    out = run_cli("train", str(VOC_DEMO), "--work-dir", str(tmp_path))
+    assert out.returncode == 2
+    assert "already holds checkpoints" in out.stderr and "--resume" in out.stderr
+    assert (tmp_path / "epoch_1.pth").read_bytes() == b"a user's checkpoint"
+
+
+def _parse_table(stdout: str) -> tuple[list[str], list[float], float]:
+    """Rows of mmseg's per-class table and the mIoU from the summary line."""
+    table = stdout[stdout.index("per class results:"):]
+    rows = re.findall(r"^\|\s*([^|]+?)\s*\|\s*([\d.]+|nan)\s*\|\s*([\d.]+|nan)\s*\|$",
+                      table, flags=re.M)
+    names = [r[0] for r in rows]
+    ious = [float(r[1]) for r in rows]
+    miou = float(re.search(r"mIoU: ([\d.]+)", table).group(1))
+    return names, ious, miou
+
+
+def test_cli_test_prints_a_per_class_table_that_matches(voc_two_epochs, voc_root) -> None:
+    from mmseg.datasets import PascalVOCDataset
+
+    _, work_dir = voc_two_epochs
+    out = run_cli("test", str(VOC_DEMO), str(Path(work_dir) / "epoch_2.pth"),
+                  "--work-dir", str(work_dir), "--data-root", str(voc_root))
+    assert out.returncode == 0, out.stderr[-3000:]
+    names, ious, miou = _parse_table(out.stdout)
+    assert names == list(PascalVOCDataset.METAINFO["classes"])
+    valid = [v for v in ious if v == v]
+    # per-class values and mIoU are each rounded to 2 decimals by mmseg
+    assert abs(sum(valid) / len(valid) - miou) <= 0.01
+
+
+def test_dist_train_runs_two_cpu_ranks(voc_root, tmp_path) -> None:
+    env = {**os.environ, "PORT": "29517", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        ["bash", str(REPO_ROOT / "tools" / "dist_train.sh"), str(VOC_DEMO), "2",
+         "--work-dir", str(tmp_path), "--data-root", str(voc_root),
+         "--cfg-options", "train_cfg.max_epochs=1", "train_cfg.val_interval=2"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    state = torch.load(tmp_path / "epoch_1.pth", weights_only=False)
+    # Each rank saw half of the data: an epoch took half the steps of one process.
+    assert state["meta"]["iter"] == iters_per_epoch(TRAIN_IMAGES, world_size=2)
+    assert "world_size: 2" in out.stdout + out.stderr
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(1)
+
+
+def test_killed_run_resumes_from_latest_checkpoint_on_its_own(voc_root, tmp_path) -> None:
+    options = ["--cfg-options", "train_cfg.max_epochs=3", "train_cfg.val_interval=10"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seglab.cli", "train", str(VOC_DEMO), "--work-dir", str(tmp_path),
+         "--data-root", str(voc_root), *options],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        _wait_for(lambda: (tmp_path / "epoch_1.pth").exists(), 600, "epoch_1.pth")
+        time.sleep(2)  # let the checkpoint and last_checkpoint finish writing
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    latest = Path((tmp_path / "last_checkpoint").read_text().strip())
+    done_epochs = int(latest.stem.split("_")[1])
+    assert done_epochs in (1, 2)
+    runner = train(str(VOC_DEMO), work_dir=str(tmp_path), resume=True,
+                   cfg_options=short_run_options(voc_root, 3))
+    ipe = iters_per_epoch(TRAIN_IMAGES)
+    assert runner.epoch == 3
+    assert _optimizer_steps(runner) == {3 * ipe}  # continued, not restarted
+
+
+def test_tmux_session_runs_training_and_logs_under_work_dir(voc_root, tmp_path) -> None:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    session = "seglab_segformer_mit-b0_synth-voc_v1-0"
+    subprocess.run(["tmux", "kill-session", "-t", f"={session}"], capture_output=True)
+    out = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "tmux_train.sh"), str(VOC_DEMO), "1",
+         "--work-dir", str(tmp_path), "--data-root", str(voc_root),
+         "--cfg-options", "train_cfg.max_epochs=1"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert f"tmux attach -t {session}" in out.stdout and "--resume" in out.stdout
+        log = tmp_path / "tmux_train.log"
+        _wait_for(lambda: log.exists() and "Epoch(train)" in log.read_text(), 300,
+                  "training output in the tmux log")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", f"={session}"], capture_output=True)
