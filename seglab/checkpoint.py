@@ -19,12 +19,12 @@ from __future__ import annotations
 import os.path as osp
 import pickle
 import zipfile
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from numpy._core import multiarray
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from seglab.errors import UserError
@@ -34,20 +34,30 @@ class CheckpointError(UserError):
     """A checkpoint file that cannot or must not be loaded; the message says why and what to do."""
 
 
-def _numpy_globals() -> list[Callable[..., Any] | type]:
-    # np.ndarray pickles through numpy's reconstruct helper and dtype classes;
-    # their module paths moved in numpy 2 (numpy.core -> numpy._core).
-    from numpy._core import multiarray
+def _history_buffer_method(owner: Any, name: str) -> Any:
+    """Stands in for ``builtins.getattr`` while unpickling: HistoryBuffer stores its
+    statistics methods (``min``, ``max``, ``mean``, ...) as ``getattr(HistoryBuffer, name)``.
+    Any other attribute lookup in a checkpoint is refused."""
+    attr = getattr(HistoryBuffer, name, None) if owner is HistoryBuffer else None
+    if name.startswith("_") or not callable(attr):
+        raise pickle.UnpicklingError(
+            f"Unsupported global: getattr({owner!r}, {name!r}) is not allowed in a checkpoint")
+    return attr
 
-    dtype_classes = [type(np.dtype(t)) for t in np.typecodes["All"] if t not in "Mm"]
-    dtype_classes += [type(np.dtype("M8[s]")), type(np.dtype("m8[s]"))]
-    scalar_types = [np.dtype(t).type for t in np.typecodes["All"]]
-    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype,
-            *dtype_classes, *scalar_types]
 
-
-# What mmengine 0.10.7's CheckpointHook / Runner.save_checkpoint writes besides tensors.
-SAFE_GLOBALS: list[Callable[..., Any] | type] = [HistoryBuffer, *_numpy_globals()]
+# Exactly what mmengine 0.10.7's Runner.save_checkpoint writes besides tensors and
+# builtins (found with torch.serialization.get_unsafe_globals_in_checkpoint):
+# message-hub HistoryBuffers, which hold numpy arrays and numpy scalars.
+SAFE_GLOBALS: list[Any] = [
+    HistoryBuffer,
+    (_history_buffer_method, "builtins.getattr"),
+    np.ndarray,
+    np.dtype,
+    multiarray._reconstruct,
+    multiarray.scalar,
+    # numpy 2 restores a dtype's state on its concrete class (numpy.dtypes.Float64DType, ...)
+    *{type(np.dtype(code)) for code in np.typecodes["All"]},
+]
 
 
 def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
@@ -75,11 +85,13 @@ def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    for line in text.splitlines():
-        if "Unsupported global" in line:
-            return line.strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The line of torch's long message that says what was refused."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("WeightsUnpickler error:"):
+            rest = line.removeprefix("WeightsUnpickler error:").strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else line)
+    return lines[0] if lines else type(err).__name__
 
 
 def install_safe_local_loader() -> None:

@@ -272,7 +272,7 @@ def install(python: str = sys.executable, extras: str = "dev", force: bool = Fal
     # (headless) opencv requirement that would shadow this one's cv2.
     pip(python, "install", "-q", *(f"{name}=={pins[name]}" for name in
                                    ("torch", "torchvision", "numpy", "setuptools", "opencv-python")))
-    if mmcv_has_ops(python, pins["mmcv"]):
+    if not force and mmcv_has_ops(python, pins["mmcv"]):
         log(f"mmcv {pins['mmcv']} with ops already installed")
     else:
         info = ensure_mmcv(python, pins, build_requires)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import collections
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from mmengine.logging import HistoryBuffer
 
 from seglab.checkpoint import CheckpointError, load_checkpoint_file
 
@@ -30,14 +31,38 @@ def test_the_allow_list_is_scoped_to_seglabs_loader(voc_two_epochs) -> None:
         torch.load(Path(work_dir) / "epoch_2.pth")
 
 
-def test_untrusted_object_is_refused_with_file_and_type(tmp_path: Path) -> None:
+class CallsOnLoad:
+    """Pickles as "call builtins.print on load": the shape of a code-execution payload."""
+
+    def __reduce__(self):
+        return (print, ("payload ran",))
+
+
+def test_untrusted_object_is_refused_with_file_and_type(tmp_path: Path, capsys) -> None:
     path = tmp_path / "untrusted.pth"
-    torch.save({"state_dict": {}, "payload": collections.Counter(a=1)}, path)
+    torch.save({"state_dict": {}, "payload": CallsOnLoad()}, path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint_file(str(path))
     message = str(err.value)
-    assert str(path) in message and "collections.Counter" in message
-    assert "weights_only" in message
+    assert str(path) in message and "print" in message and "weights_only" in message
+    assert "payload ran" not in capsys.readouterr().out
+
+
+class GetattrPayload:
+    def __init__(self, owner: object, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def __reduce__(self):
+        return (getattr, (self.owner, self.name))
+
+
+@pytest.mark.parametrize("owner,name", [(np.ndarray, "tofile"), (HistoryBuffer, "__init__")])
+def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path: Path, owner,
+                                                                name: str) -> None:
+    path = tmp_path / "getattr.pth"
+    torch.save({"payload": GetattrPayload(owner, name)}, path)
+    with pytest.raises(CheckpointError, match="getattr"):
+        load_checkpoint_file(str(path))
 
 
 def test_truncated_file_is_reported_as_corrupt(tmp_path: Path) -> None:
@@ -55,6 +80,6 @@ def test_mmengine_uses_seglabs_loader_for_local_files(tmp_path: Path) -> None:
     from mmengine.runner.checkpoint import CheckpointLoader
 
     path = tmp_path / "untrusted.pth"
-    torch.save({"payload": collections.Counter(a=1)}, path)
+    torch.save({"payload": CallsOnLoad()}, path)
     with pytest.raises(CheckpointError):
         CheckpointLoader.load_checkpoint(str(path))

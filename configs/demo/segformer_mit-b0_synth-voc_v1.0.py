@@ -42,10 +42,10 @@ model = dict(
 
 # A model trained from scratch on tiny data wants a larger step than fine-tuning.
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
+# Warm up for 10 iterations (not a whole epoch: a demo epoch is only ~36 steps).
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=1,
-         convert_to_iter_based=True),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=True, begin=1, end=max_epochs,
+    dict(type='LinearLR', start_factor=1e-2, by_epoch=False, begin=0, end=10),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=True, begin=0, end=max_epochs,
          convert_to_iter_based=True),
 ]
 train_cfg = dict(max_epochs=max_epochs, val_interval=1)
