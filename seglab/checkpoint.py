@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
-from numpy._core import multiarray
 from mmengine.runner.checkpoint import CheckpointLoader
+from numpy._core import multiarray
 
 from seglab.errors import UserError
 
@@ -70,8 +70,9 @@ def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
             return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{filename}: refused to load: it contains a Python object that is not in seglab's "
-            f"allow-list of checkpoint types, so loading it could run arbitrary code.\n{_first_line(err)}\n"
+            f"{filename}: refused to load: it contains a Python object that is not in "
+            "seglab's allow-list of checkpoint types, so loading it could run arbitrary code.\n"
+            f"{_first_line(err)}\n"
             "Fix: if you trust this file, re-save only its weights in a trusted session "
             "(torch.save({'state_dict': torch.load(f, weights_only=False)['state_dict']}, out)) "
             "and load that; seglab never disables weights_only globally."

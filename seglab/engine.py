@@ -27,12 +27,17 @@ def _existing_checkpoints(work_dir: str) -> list[str]:
     return sorted(f for f in os.listdir(work_dir) if f.endswith(".pth"))
 
 
-def _prepare(cfg: Config, config_path: str, work_dir: str | None, launcher: str) -> list[str]:
-    """Work dir, launcher and device fit shared by train and test."""
+def _set_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> None:
+    """CLI > ``work_dir`` in the file > ``work_dirs/<config name>``, as in mmseg's tools."""
     if work_dir is not None:
         cfg.work_dir = work_dir
     elif cfg.get("work_dir") is None:
         cfg.work_dir = default_work_dir(config_path)
+
+
+def _prepare(cfg: Config, config_path: str, work_dir: str | None, launcher: str) -> list[str]:
+    """Work dir, launcher and device fit shared by train and test."""
+    _set_work_dir(cfg, config_path, work_dir)
     cfg.launcher = launcher
     notes = adapt_to_device(cfg, launcher)
     if launcher == "pytorch" and "gloo" in str(cfg.env_cfg.get("dist_cfg", {}).get("backend")):
@@ -59,11 +64,7 @@ def train(
     fresh run over an existing run's checkpoints (which it would overwrite).
     """
     cfg = load_config(config, cfg_options)
-    notes = []
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get("work_dir") is None:
-        cfg.work_dir = default_work_dir(config)
+    _set_work_dir(cfg, config, work_dir)
     existing = _existing_checkpoints(cfg.work_dir)
     if isinstance(resume, str):
         if not osp.isfile(resume):
@@ -91,15 +92,20 @@ def train(
     return runner
 
 
-def trigger_visualization(cfg: Config, show_dir: str) -> None:
-    """Save a prediction overlay for every test image under ``work_dir/<timestamp>/show_dir``."""
+def trigger_visualization(cfg: Config, show_dir: str) -> str:
+    """Save a prediction overlay for every test image (mmseg's default keeps every 50th).
+
+    A relative ``show_dir`` is taken under the work dir, not the current
+    directory. Returns the folder the images land in.
+    """
     hook = cfg.default_hooks.get("visualization")
     if hook is None:
         raise ConfigError(
-            f"--show-dir needs default_hooks.visualization in the config "
+            "--show-dir needs default_hooks.visualization in the config "
             "(e.g. dict(type='SegVisualizationHook')).")
     hook.update(draw=True, interval=1)
-    cfg.visualizer.save_dir = show_dir
+    cfg.visualizer.save_dir = osp.join(cfg.work_dir, show_dir)
+    return osp.join(cfg.visualizer.save_dir, "vis_data", "vis_image")
 
 
 def test(
@@ -119,13 +125,12 @@ def test(
         raise ConfigError(f"checkpoint {checkpoint!r} not found")
     cfg = load_config(config, cfg_options)
     cfg.load_from = checkpoint
-    if show_dir:
-        trigger_visualization(cfg, show_dir)
     notes = _prepare(cfg, config, work_dir, launcher)
+    image_dir = trigger_visualization(cfg, show_dir) if show_dir else None
     runner = _build_runner(cfg)
     _log_notes(notes)
     metrics = runner.test()
-    if show_dir:
-        print_log(f"seglab: prediction overlays saved under {osp.join(runner.log_dir, show_dir)}",
+    if image_dir:
+        print_log(f"seglab: {len(os.listdir(image_dir))} prediction overlays saved in {image_dir}",
                   logger="current")
     return metrics

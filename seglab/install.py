@@ -39,7 +39,8 @@ PYPROJECT = REPO_ROOT / "pyproject.toml"
 # removed so that torch's BuildExtension appends the standard torch requires.
 MMCV_STD_FLAGS = (
     ("extra_compile_args['cxx'] = ['-std=c++17']", "extra_compile_args['cxx'] = []"),
-    ("extra_compile_args['cxx'] = ['-Wall', '-std=c++17']", "extra_compile_args['cxx'] = ['-Wall']"),
+    ("extra_compile_args['cxx'] = ['-Wall', '-std=c++17']",
+     "extra_compile_args['cxx'] = ['-Wall']"),
     ("extra_compile_args['nvcc'] += ['-std=c++17']", "extra_compile_args['nvcc'] += []"),
 )
 
@@ -87,7 +88,9 @@ def probe_torch(python: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def mmcv_variant(torch_facts: dict, env: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
+def mmcv_variant(
+    torch_facts: dict, env: dict[str, str] | None = None
+) -> tuple[str, dict[str, str]]:
     """Decide CPU-only or CUDA ops; return a cache-key fragment and the build env.
 
     CUDA ops are built when a GPU is visible and ``nvcc`` is found (or when
@@ -140,7 +143,8 @@ def check_toolchain(env: dict[str, str]) -> None:
     if not python_h.exists():
         raise InstallError(
             f"Python headers not found ({python_h}): install the dev package for Python "
-            f"{sys.version_info.major}.{sys.version_info.minor} (e.g. 'apt-get install python3-dev')."
+            f"{sys.version_info.major}.{sys.version_info.minor} "
+            "(e.g. 'apt-get install python3-dev')."
         )
     probe = subprocess.run(
         [cxx, "-std=c++20", "-x", "c++", "-", "-fsyntax-only"],
@@ -270,8 +274,8 @@ def install(python: str = sys.executable, extras: str = "dev", force: bool = Fal
     log(f"installing torch {pins['torch']}, torchvision {pins['torchvision']}")
     # opencv goes in before mmcv is built: mmcv's setup.py then records no second
     # (headless) opencv requirement that would shadow this one's cv2.
-    pip(python, "install", "-q", *(f"{name}=={pins[name]}" for name in
-                                   ("torch", "torchvision", "numpy", "setuptools", "opencv-python")))
+    first = ("torch", "torchvision", "numpy", "setuptools", "opencv-python")
+    pip(python, "install", "-q", *(f"{name}=={pins[name]}" for name in first))
     if not force and mmcv_has_ops(python, pins["mmcv"]):
         log(f"mmcv {pins['mmcv']} with ops already installed")
     else:

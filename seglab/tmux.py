@@ -50,11 +50,12 @@ def start_training_session(config: str, gpus: int, train_args: list[str],
     shell = f"set -o pipefail; {shlex.join(launch)} 2>&1 | tee -a {shlex.quote(log)}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-c", str(Path.cwd()),
                     "bash", "-c", shell], check=True)
-    resume_args = [a for a in train_args if a != "--resume"]
+    resume = ["scripts/tmux_train.sh", config, str(gpus),
+              *[a for a in train_args if a != "--resume"], "--resume"]
     print("\n".join([
         f"seglab: training in tmux session {session!r} ({gpus} process(es))",
         f"  log      {log}",
         f"  attach   tmux attach -t {session}    (detach: Ctrl-b d)",
-        f"  resume   {shlex.join(['scripts/tmux_train.sh', config, str(gpus), *resume_args, '--resume'])}",
+        f"  resume   {shlex.join(resume)}",
     ]))
     return session

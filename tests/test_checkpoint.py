@@ -76,8 +76,9 @@ def test_truncated_file_is_reported_as_corrupt(tmp_path: Path) -> None:
 
 
 def test_mmengine_uses_seglabs_loader_for_local_files(tmp_path: Path) -> None:
-    import seglab.register  # noqa: F401
     from mmengine.runner.checkpoint import CheckpointLoader
+
+    import seglab.register  # noqa: F401
 
     path = tmp_path / "untrusted.pth"
     torch.save({"payload": CallsOnLoad()}, path)

@@ -1,4 +1,4 @@
-"""The environment set-up: pins, the mmcv patch, op-variant choice, clear errors, the wheel cache."""
+"""Environment set-up: pins, the mmcv patch, op-variant choice, clear errors, the wheel cache."""
 
 from __future__ import annotations
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from seglab.config import ConfigError
 from seglab import engine
+from seglab.config import ConfigError
 from tests.conftest import (
     ADE_DEMO,
     REPO_ROOT,
     TRAIN_IMAGES,
+    VAL_IMAGES,
     VOC_DEMO,
     run_cli,
     short_run_options,
@@ -45,8 +46,8 @@ def _optimizer_steps(runner) -> set[int]:
 def test_voc_demo_learns_in_two_epochs(voc_two_epochs, voc_root) -> None:
     runner, work_dir = voc_two_epochs
     assert runner.epoch == 2
-    metrics = engine.test(str(VOC_DEMO), str(Path(work_dir) / "epoch_2.pth"), work_dir=str(work_dir),
-                   cfg_options=short_run_options(voc_root, 2))
+    metrics = engine.test(str(VOC_DEMO), str(Path(work_dir) / "epoch_2.pth"),
+                          work_dir=str(work_dir), cfg_options=short_run_options(voc_root, 2))
     assert metrics["mIoU"] > MIN_MIOU_AFTER_TWO_EPOCHS, metrics
 
 
@@ -56,7 +57,7 @@ def test_ade20k_layout_with_reduce_zero_label_learns(ade_root, tmp_path) -> None
     dataset = runner.train_dataloader.dataset
     assert dataset.reduce_zero_label and len(dataset.metainfo["classes"]) == 150
     metrics = engine.test(str(ADE_DEMO), str(tmp_path / "epoch_2.pth"), work_dir=str(tmp_path),
-                   cfg_options=short_run_options(ade_root, 2))
+                          cfg_options=short_run_options(ade_root, 2))
     assert metrics["mIoU"] > MIN_MIOU_AFTER_TWO_EPOCHS, metrics
 
 
@@ -103,13 +104,17 @@ def _parse_table(stdout: str) -> tuple[list[str], list[float], float]:
     return names, ious, miou
 
 
-def test_cli_test_prints_a_per_class_table_that_matches(voc_two_epochs, voc_root) -> None:
+def test_cli_test_prints_per_class_table_and_saves_every_overlay(voc_two_epochs, voc_root) -> None:
     from mmseg.datasets import PascalVOCDataset
 
     _, work_dir = voc_two_epochs
     out = run_cli("test", str(VOC_DEMO), str(Path(work_dir) / "epoch_2.pth"),
-                  "--work-dir", str(work_dir), "--data-root", str(voc_root))
+                  "--work-dir", str(work_dir), "--data-root", str(voc_root), "--show-dir", "vis")
     assert out.returncode == 0, out.stderr[-3000:]
+    # --show-dir keeps an overlay of every test image, not every 50th.
+    overlays = list((Path(work_dir) / "vis").rglob("*.png"))
+    assert len(overlays) == VAL_IMAGES
+    assert f"{VAL_IMAGES} prediction overlays saved in {work_dir}/vis" in out.stdout
     names, ious, miou = _parse_table(out.stdout)
     assert names == list(PascalVOCDataset.METAINFO["classes"])
     valid = [v for v in ious if v == v]
@@ -126,9 +131,11 @@ def test_dist_train_runs_two_cpu_ranks(voc_root, tmp_path) -> None:
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     state = torch.load(tmp_path / "epoch_1.pth", weights_only=False)
-    # Each rank saw half of the data: an epoch took half the steps of one process.
+    # The sampler split the data over 2 ranks: an epoch took half the steps of one
+    # process. Every step all-reduces gradients across both ranks (DDP), so the run
+    # could only finish if both ranks took every step.
     assert state["meta"]["iter"] == iters_per_epoch(TRAIN_IMAGES, world_size=2)
-    assert "world_size: 2" in out.stdout + out.stderr
+    assert "dist_cfg=dict(backend='gloo')" in state["meta"]["cfg"]
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
