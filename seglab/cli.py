@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from seglab.demo import DEMO_DATA
 from seglab.errors import UserError
 
 
@@ -137,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("synth", help="generate a small dataset in a real on-disk layout")
     p.add_argument("layout", choices=["voc", "ade20k"])
     p.add_argument("--out", default="data/synth", help="parent folder (default: data/synth)")
-    p.add_argument("--num-train", type=int, default=96)
-    p.add_argument("--num-val", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-train", type=int, default=DEMO_DATA["num_train"])
+    p.add_argument("--num-val", type=int, default=DEMO_DATA["num_val"])
+    p.add_argument("--seed", type=int, default=DEMO_DATA["seed"])
     p.set_defaults(func=cmd_data_synth)
 
     p = sub.add_parser("demo", help="the main job on the embedded default: synth data, "

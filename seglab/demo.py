@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo" / "segformer_mit-b0_synth-voc_v1.0.py"
-DEMO_DATA = {"num_train": 96, "num_val": 24, "seed": 0}
+DEMO_DATA = {"num_train": 384, "num_val": 48, "seed": 0}
 
 
 def best_checkpoint(work_dir: str) -> str:

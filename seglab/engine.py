@@ -7,6 +7,7 @@ import os.path as osp
 from pathlib import Path
 from typing import Any
 
+import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
@@ -35,13 +36,12 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> None:
         cfg.work_dir = default_work_dir(config_path)
 
 
-def _prepare(cfg: Config, config_path: str, work_dir: str | None, launcher: str) -> list[str]:
-    """Work dir, launcher and device fit shared by train and test."""
-    _set_work_dir(cfg, config_path, work_dir)
+def _prepare(cfg: Config, launcher: str) -> list[str]:
+    """Launcher and device fit shared by train and test; returns what was adapted."""
     cfg.launcher = launcher
     notes = adapt_to_device(cfg, launcher)
-    if launcher == "pytorch" and "gloo" in str(cfg.env_cfg.get("dist_cfg", {}).get("backend")):
-        init_cpu_process_group()
+    if launcher == "pytorch" and not torch.cuda.is_available():
+        init_cpu_process_group()  # mmengine's init_dist would call torch.cuda.set_device
     return notes
 
 
@@ -85,7 +85,7 @@ def train(
             f"{', ...' if len(existing) > 3 else ''}); a new run would overwrite them. Fix: add "
             "--resume to continue that run, --work-dir NEW_DIR for a new one, or --overwrite."
         )
-    notes = _prepare(cfg, config, cfg.work_dir, launcher)
+    notes = _prepare(cfg, launcher)
     runner = _build_runner(cfg)
     _log_notes(notes)
     runner.train()
@@ -125,7 +125,8 @@ def test(
         raise ConfigError(f"checkpoint {checkpoint!r} not found")
     cfg = load_config(config, cfg_options)
     cfg.load_from = checkpoint
-    notes = _prepare(cfg, config, work_dir, launcher)
+    _set_work_dir(cfg, config, work_dir)
+    notes = _prepare(cfg, launcher)
     image_dir = trigger_visualization(cfg, show_dir) if show_dir else None
     runner = _build_runner(cfg)
     _log_notes(notes)

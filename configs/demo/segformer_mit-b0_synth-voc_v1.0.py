@@ -12,7 +12,7 @@ _base_ = [
 data_root = 'data/synth/VOCdevkit/VOC2012'
 crop_size = (128, 128)
 scale = (160, 128)
-max_epochs = 4
+max_epochs = 6
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
