@@ -1,7 +1,8 @@
 """The ``seglab`` command: one entry point, one sub-command per job.
 
 Heavy imports (torch, mmseg) happen inside each sub-command, so ``seglab
---help`` and argument errors come back in well under a second.
+--help`` and argument errors come back in well under a second (mmengine's
+config module, for ``--cfg-options``, costs about 0.3 s).
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from mmengine.config import DictAction
+
 from seglab.demo import DEMO_DATA
 from seglab.errors import UserError
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by train and test (mmseg's tools/train.py and test.py names)."""
-    from mmengine.config import DictAction
-
     parser.add_argument("--work-dir", help="where logs and checkpoints go "
                         "(default: work_dirs/<config name>)")
     parser.add_argument("--data-root", help="dataset root for every dataloader "
@@ -117,6 +118,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from seglab.config import load_config
+
+    print(load_config(args.config, _overrides(args)).pretty_text)
+    return 0
+
+
+def cmd_config_diff(args: argparse.Namespace) -> int:
+    from seglab.config import diff_configs, load_config
+
+    rows = diff_configs(load_config(args.config_a), load_config(args.config_b))
+    print(f"--- {args.config_a}\n+++ {args.config_b}")
+    for key, a, b in rows:
+        print(f"{key}: {a!r} -> {b!r}")
+    print(f"{len(rows)} resolved field(s) differ")
+    return 0
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     from seglab import install
 
@@ -142,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-val", type=int, default=DEMO_DATA["num_val"])
     p.add_argument("--seed", type=int, default=DEMO_DATA["seed"])
     p.set_defaults(func=cmd_data_synth)
+
+    config = sub.add_parser("config", help="inspect resolved configs").add_subparsers(
+        dest="config_command", required=True, metavar="CONFIG_COMMAND")
+    p = config.add_parser("show", help="print the fully resolved config (_base_ chain and "
+                          "--cfg-options applied)")
+    p.add_argument("config")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    p.add_argument("--data-root")
+    p.set_defaults(func=cmd_config_show)
+    p = config.add_parser("diff", help="list the resolved fields that differ between two configs")
+    p.add_argument("config_a")
+    p.add_argument("config_b")
+    p.set_defaults(func=cmd_config_diff)
 
     p = sub.add_parser("demo", help="the main job on the embedded default: synth data, "
                        "train, test, per-class table")

@@ -88,3 +88,30 @@ def adapt_to_device(cfg: Config, launcher: str) -> list[str]:
         cfg.optim_wrapper.pop("loss_scale", None)
         notes.append("optim_wrapper AmpOptimWrapper -> OptimWrapper (fp16 AMP needs CUDA)")
     return notes
+
+
+MISSING = "<absent>"
+
+
+def flatten_config(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Resolved config as ``{"optim_wrapper.optimizer.lr": 6e-05, "param_scheduler.0.end": 20}``."""
+    if isinstance(node, Config):
+        node = node.to_dict()
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in node):
+        items = enumerate(node)
+    else:
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def diff_configs(a: Config, b: Config) -> list[tuple[str, Any, Any]]:
+    """``(key, value in a, value in b)`` for every resolved field that differs."""
+    flat_a, flat_b = flatten_config(a), flatten_config(b)
+    keys = sorted(set(flat_a) | set(flat_b))
+    return [(k, flat_a.get(k, MISSING), flat_b.get(k, MISSING)) for k in keys
+            if flat_a.get(k, MISSING) != flat_b.get(k, MISSING)]

@@ -138,6 +138,22 @@ def test_dist_train_runs_two_cpu_ranks(voc_root, tmp_path) -> None:
     assert "dist_cfg=dict(backend='gloo')" in state["meta"]["cfg"]
 
 
+def test_dist_test_on_two_ranks_matches_single_process(voc_two_epochs, voc_root) -> None:
+    _, work_dir = voc_two_epochs
+    checkpoint = str(Path(work_dir) / "epoch_2.pth")
+    single = engine.test(str(VOC_DEMO), checkpoint, work_dir=str(work_dir),
+                         cfg_options=short_run_options(voc_root, 2))
+    env = {**os.environ, "PORT": "29518", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        ["bash", str(REPO_ROOT / "tools" / "dist_test.sh"), str(VOC_DEMO), checkpoint, "2",
+         "--work-dir", str(work_dir), "--data-root", str(voc_root)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    names, _, miou = _parse_table(out.stdout)
+    assert len(names) == VOC_CLASSES
+    assert miou == pytest.approx(single["mIoU"], abs=0.01)
+
+
 def _wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

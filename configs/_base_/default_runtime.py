@@ -17,3 +17,7 @@ default_hooks = dict(
                     save_best='mIoU', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
+
+# Official recipes assume a total batch of 16 (e.g. 8 GPUs x 2);
+# `--cfg-options auto_scale_lr.enable=True` scales the LR linearly to yours.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -136,17 +136,22 @@ def synth_voc(
     size: tuple[int, int] = (128, 160),
     max_objects: int = 3,
     seed: int = 0,
+    with_aug: bool = False,
 ) -> SynthSummary:
     """Write ``VOCdevkit/VOC2012`` under ``out_dir`` in PASCAL VOC 2012's layout.
 
     ``JPEGImages/*.jpg``; ``SegmentationClass/*.png`` in palette mode with the VOC
     colour map, labels 0 (background)..20 and 255 on object borders;
-    ``ImageSets/Segmentation/{train,val,trainval}.txt``.
+    ``ImageSets/Segmentation/{train,val,trainval}.txt``. With ``with_aug``, also
+    the converted-SBD layout mmseg's VOC-aug configs read: single-channel
+    ``SegmentationClassAug/*.png`` (SBD has no void borders) for the training
+    images and ``ImageSets/Segmentation/aug.txt``.
     """
     root = Path(out_dir) / "VOCdevkit" / "VOC2012"
     img_dir, ann_dir = root / "JPEGImages", root / "SegmentationClass"
     sets_dir = root / "ImageSets" / "Segmentation"
-    for d in (img_dir, ann_dir, sets_dir):
+    aug_dir = root / "SegmentationClassAug"
+    for d in (img_dir, ann_dir, sets_dir) + ((aug_dir,) if with_aug else ()):
         d.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     palette = voc_palette()
@@ -167,6 +172,9 @@ def synth_voc(
             png = Image.frombytes("P", labels.shape[::-1], labels.tobytes())
             png.putpalette(palette)
             png.save(ann_dir / f"{image_id}.png")
+            if with_aug and split == "train":
+                sbd_labels = np.where(labels == 255, 0, labels).astype(np.uint8)
+                Image.fromarray(sbd_labels).save(aug_dir / f"{image_id}.png")
             summary.classes_present |= set(np.unique(labels).tolist()) - {255}
             ids.append(image_id)
         summary.splits[split] = ids
@@ -174,6 +182,8 @@ def synth_voc(
     (sets_dir / "trainval.txt").write_text(
         "".join(f"{i}\n" for i in summary.splits["train"] + summary.splits["val"])
     )
+    if with_aug:
+        (sets_dir / "aug.txt").write_text("".join(f"{i}\n" for i in summary.splits["train"]))
     return summary
 
 

@@ -1,0 +1,79 @@
+"""Shrink any experiment config to a seconds-long CPU run on generated data.
+
+The architecture, losses, optimizer, schedule and pipeline stages stay as
+written; only sizes, data roots, weights and loop length change. A config that
+passes has a model that builds, datasets that load, a pipeline that runs, and a
+loss that back-propagates: the mistakes that otherwise surface hours into a run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmengine.config import Config, ConfigDict
+
+SMOKE_CROP = (64, 64)
+# mmseg dataset type -> which generated layout feeds it
+DATASET_LAYOUTS = {"PascalVOCDataset": "voc", "ADE20KDataset": "ade20k"}
+
+
+def _strip_pretrained(node: Any) -> None:
+    """Random initialisation: no download, no checkpoint file needed."""
+    if isinstance(node, dict):
+        if "pretrained" in node:
+            node["pretrained"] = None
+        init_cfg = node.get("init_cfg")
+        if isinstance(init_cfg, dict) and init_cfg.get("type") == "Pretrained":
+            node["init_cfg"] = None
+        for value in node.values():
+            _strip_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _strip_pretrained(value)
+
+
+def _shrink_pipeline(pipeline: list[dict]) -> None:
+    height, width = SMOKE_CROP
+    for step in pipeline:
+        if "scale" in step and step["type"] in ("Resize", "RandomResize"):
+            step["scale"] = (2 * width, height)
+        if step["type"] == "RandomCrop":
+            step["crop_size"] = SMOKE_CROP
+        if step["type"] == "Pad" and "size" in step:
+            step["size"] = SMOKE_CROP
+
+
+def _leaf_datasets(dataset: ConfigDict) -> list[ConfigDict]:
+    if dataset.get("type") == "ConcatDataset":
+        return [leaf for d in dataset.datasets for leaf in _leaf_datasets(d)]
+    return [dataset]
+
+
+def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int) -> None:
+    leaves = _leaf_datasets(dataset)
+    for leaf in leaves:
+        layout = DATASET_LAYOUTS.get(leaf.type)
+        if layout is None:
+            raise KeyError(f"no generated layout for dataset type {leaf.type!r}")
+        leaf.data_root = data_roots[layout]
+        leaf.indices = max(1, images // len(leaves))
+        _shrink_pipeline(leaf.pipeline)
+
+
+def smoke_config(cfg: Config, data_roots: dict[str, str], work_dir: str,
+                 iterations: int = 2, batch_size: int = 2) -> Config:
+    """Return ``cfg`` changed in place to train ``iterations`` steps and validate 2 images."""
+    _strip_pretrained(cfg.model)
+    cfg.load_from, cfg.resume, cfg.work_dir = None, False, work_dir
+    cfg.model.data_preprocessor.size = SMOKE_CROP
+    for name, images in (("train_dataloader", iterations * batch_size),
+                         ("val_dataloader", 2), ("test_dataloader", 2)):
+        loader = cfg[name]
+        loader.update(batch_size=batch_size if name == "train_dataloader" else 1,
+                      num_workers=0, persistent_workers=False)
+        _shrink_dataset(loader.dataset, data_roots, images)
+    cfg.train_cfg = ConfigDict(type="EpochBasedTrainLoop", max_epochs=1, val_interval=1)
+    cfg.default_hooks.checkpoint = ConfigDict(type="CheckpointHook", interval=-1,
+                                              save_last=False)
+    cfg.default_hooks.logger = ConfigDict(type="LoggerHook", interval=1)
+    return cfg
