@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mmengine.config import DictAction
 
@@ -136,6 +137,35 @@ def cmd_config_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo_list(args: argparse.Namespace) -> int:
+    from seglab.zoo import list_rows
+
+    rows = [("family", "group", "mmseg config", "status"), *list_rows()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)), row[3])
+    return 0
+
+
+def cmd_zoo_train(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from seglab.zoo import write_zoo_config
+
+    work_dir = args.work_dir or f"work_dirs/zoo/{args.family}_ade20k"
+    config = write_zoo_config(args.family, work_dir)
+    print(f"seglab zoo: {args.family} -> {config}")
+    if args.gpus > 1:
+        launcher = str(Path(__file__).resolve().parent.parent / "tools" / "dist_train.sh")
+        extra = ["--resume"] if args.resume else []
+        return subprocess.call(["bash", launcher, str(config), str(args.gpus),
+                                "--work-dir", work_dir, *extra])
+    from seglab.engine import train
+
+    train(str(config), work_dir=work_dir, resume=args.resume)
+    return 0
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     from seglab import install
 
@@ -174,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_a")
     p.add_argument("config_b")
     p.set_defaults(func=cmd_config_diff)
+
+    zoo = sub.add_parser("zoo", help="seed 004's ADE20K model zoo (29 families)").add_subparsers(
+        dest="zoo_command", required=True, metavar="ZOO_COMMAND")
+    p = zoo.add_parser("list", help="families, their mmseg configs and what they need")
+    p.set_defaults(func=cmd_zoo_list)
+    p = zoo.add_parser("train", help="train a family on ADE20K with the unified settings")
+    p.add_argument("family")
+    p.add_argument("--gpus", type=int, default=1)
+    p.add_argument("--work-dir", help="default: work_dirs/zoo/<family>_ade20k")
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_zoo_train)
 
     p = sub.add_parser("demo", help="the main job on the embedded default: synth data, "
                        "train, test, per-class table")

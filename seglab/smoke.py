@@ -70,7 +70,9 @@ def smoke_config(cfg: Config, data_roots: dict[str, str], work_dir: str,
                          ("val_dataloader", 2), ("test_dataloader", 2)):
         loader = cfg[name]
         loader.update(batch_size=batch_size if name == "train_dataloader" else 1,
-                      num_workers=0, persistent_workers=False)
+                      num_workers=0, persistent_workers=False,
+                      sampler=ConfigDict(type="DefaultSampler",
+                                         shuffle=name == "train_dataloader"))
         _shrink_dataset(loader.dataset, data_roots, images)
     cfg.train_cfg = ConfigDict(type="EpochBasedTrainLoop", max_epochs=1, val_interval=1)
     cfg.default_hooks.checkpoint = ConfigDict(type="CheckpointHook", interval=-1,
