@@ -28,7 +28,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="override config keys, e.g. train_cfg.max_epochs=2")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
                         default="none", help="job launcher (tools/dist_train.sh sets pytorch)")
-    # torchrun passes --local-rank only with --use-env off; accepted for mmseg compatibility
+    # the deprecated torch.distributed.launch passes it; torchrun uses $LOCAL_RANK
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0,
                         help=argparse.SUPPRESS)
 
@@ -53,18 +53,9 @@ def test_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argum
     parser.add_argument("config", help="experiment config file")
     parser.add_argument("checkpoint", help="checkpoint to evaluate")
     parser.add_argument("--show-dir", help="save a prediction overlay for every test image "
-                        "in this folder (under the run's log dir)")
+                        "in this folder (relative to the work dir)")
     _add_run_options(parser)
     return parser
-
-
-def _overrides(args: argparse.Namespace) -> dict:
-    options = dict(args.cfg_options or {})
-    if args.data_root:
-        from seglab.config import data_root_overrides
-
-        options.update(data_root_overrides(args.data_root))
-    return options
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -75,8 +66,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from seglab.engine import train
 
-    train(args.config, work_dir=args.work_dir, resume=args.resume,
-          cfg_options=_overrides(args), launcher=args.launcher, overwrite=args.overwrite)
+    train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
+          data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite)
     return 0
 
 
@@ -98,7 +89,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from seglab.engine import test
 
     test(args.config, args.checkpoint, work_dir=args.work_dir, show_dir=args.show_dir,
-         cfg_options=_overrides(args), launcher=args.launcher)
+         cfg_options=args.cfg_options, data_root=args.data_root, launcher=args.launcher)
     return 0
 
 
@@ -122,7 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_config_show(args: argparse.Namespace) -> int:
     from seglab.config import load_config
 
-    print(load_config(args.config, _overrides(args)).pretty_text)
+    print(load_config(args.config, args.cfg_options, args.data_root).pretty_text)
     return 0
 
 

@@ -22,8 +22,10 @@ class ConfigError(UserError):
     """A config or command-line value seglab refuses before doing expensive work."""
 
 
-def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> Config:
-    """Read ``path`` (with its ``_base_`` chain and ``custom_imports``) and merge overrides."""
+def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None,
+                data_root: str | None = None) -> Config:
+    """Read ``path`` (with its ``_base_`` chain and ``custom_imports``) and merge overrides;
+    ``data_root`` then points every dataset of every dataloader there."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} not found (looked in {Path.cwd()})")
@@ -33,6 +35,8 @@ def load_config(path: str | Path, cfg_options: dict[str, Any] | None = None) -> 
         raise ConfigError(f"{path}: cannot be loaded: {err}") from err
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if data_root is not None:
+        set_data_root(cfg, data_root)
     return cfg
 
 
@@ -41,9 +45,18 @@ def default_work_dir(config_path: str | Path) -> str:
     return osp.join("work_dirs", Path(config_path).stem)
 
 
-def data_root_overrides(data_root: str) -> dict[str, str]:
-    """``--cfg-options`` entries that point every dataloader's dataset at ``data_root``."""
-    return {f"{loader}.dataset.data_root": data_root for loader in DATALOADERS}
+def leaf_datasets(dataset: ConfigDict) -> list[ConfigDict]:
+    """The datasets that read files: a ``ConcatDataset`` (VOC-aug) is opened up."""
+    if dataset.get("type") == "ConcatDataset":
+        return [leaf for d in dataset.datasets for leaf in leaf_datasets(d)]
+    return [dataset]
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    """Point every dataset of every dataloader at ``data_root`` (``--data-root``)."""
+    for loader in DATALOADERS:
+        for leaf in leaf_datasets(cfg[loader].dataset):
+            leaf.data_root = data_root
 
 
 def _replace_types(node: Any, old: str, new: str) -> int:

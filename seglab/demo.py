@@ -26,18 +26,16 @@ def best_checkpoint(work_dir: str) -> str:
 
 def run_demo(data_dir: str = "data/synth", work_dir: str | None = None) -> dict[str, float]:
     """Synthesize VOC-layout data, train the demo config, test its best checkpoint."""
-    from seglab.config import data_root_overrides
     from seglab.data.synth import write_synth_dataset
     from seglab.engine import test, train
 
     start = time.monotonic()
     summary = write_synth_dataset("voc", data_dir, **DEMO_DATA)
     work_dir = work_dir or osp.join("work_dirs", time.strftime("demo_%Y%m%d_%H%M%S"))
-    options = data_root_overrides(str(summary.root))
-    runner = train(str(DEMO_CONFIG), work_dir=work_dir, cfg_options=options)
+    runner = train(str(DEMO_CONFIG), work_dir=work_dir, data_root=str(summary.root))
     train_log_dir = runner.log_dir
     checkpoint = best_checkpoint(work_dir)
-    metrics = test(str(DEMO_CONFIG), checkpoint, work_dir=work_dir, cfg_options=options)
+    metrics = test(str(DEMO_CONFIG), checkpoint, work_dir=work_dir, data_root=str(summary.root))
     minutes = (time.monotonic() - start) / 60
     print(
         "\n".join([

@@ -55,6 +55,7 @@ def train(
     work_dir: str | None = None,
     resume: bool | str = False,
     cfg_options: dict[str, Any] | None = None,
+    data_root: str | None = None,
     launcher: str = "none",
     overwrite: bool = False,
 ) -> Runner:
@@ -63,7 +64,7 @@ def train(
     Refuses, before building anything, to resume from nothing and to start a
     fresh run over an existing run's checkpoints (which it would overwrite).
     """
-    cfg = load_config(config, cfg_options)
+    cfg = load_config(config, cfg_options, data_root)
     _set_work_dir(cfg, config, work_dir)
     existing = _existing_checkpoints(cfg.work_dir)
     if isinstance(resume, str):
@@ -114,6 +115,7 @@ def test(
     work_dir: str | None = None,
     show_dir: str | None = None,
     cfg_options: dict[str, Any] | None = None,
+    data_root: str | None = None,
     launcher: str = "none",
 ) -> dict[str, float]:
     """Evaluate ``checkpoint`` on the config's test set; return the metrics.
@@ -123,7 +125,7 @@ def test(
     """
     if not Path(checkpoint).is_file():
         raise ConfigError(f"checkpoint {checkpoint!r} not found")
-    cfg = load_config(config, cfg_options)
+    cfg = load_config(config, cfg_options, data_root)
     cfg.load_from = checkpoint
     _set_work_dir(cfg, config, work_dir)
     notes = _prepare(cfg, launcher)

@@ -12,6 +12,8 @@ from typing import Any
 
 from mmengine.config import Config, ConfigDict
 
+from seglab.config import leaf_datasets
+
 SMOKE_CROP = (64, 64)
 # mmseg dataset type -> which generated layout feeds it
 DATASET_LAYOUTS = {"PascalVOCDataset": "voc", "ADE20KDataset": "ade20k"}
@@ -43,14 +45,8 @@ def _shrink_pipeline(pipeline: list[dict]) -> None:
             step["size"] = SMOKE_CROP
 
 
-def _leaf_datasets(dataset: ConfigDict) -> list[ConfigDict]:
-    if dataset.get("type") == "ConcatDataset":
-        return [leaf for d in dataset.datasets for leaf in _leaf_datasets(d)]
-    return [dataset]
-
-
 def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int) -> None:
-    leaves = _leaf_datasets(dataset)
+    leaves = leaf_datasets(dataset)
     for leaf in leaves:
         layout = DATASET_LAYOUTS.get(leaf.type)
         if layout is None:

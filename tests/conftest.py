@@ -45,11 +45,9 @@ def ade_root(synth_root: Path) -> Path:
                                num_val=VAL_IMAGES, seed=0).root
 
 
-def short_run_options(data_root: Path, epochs: int) -> dict[str, object]:
-    """Point a demo config at ``data_root`` and stop after ``epochs``."""
-    from seglab.config import data_root_overrides
-
-    return {**data_root_overrides(str(data_root)), "train_cfg.max_epochs": epochs}
+def short_run(data_root: Path, epochs: int) -> dict[str, object]:
+    """``train``/``test`` arguments: a demo config on ``data_root``, stopping after ``epochs``."""
+    return {"data_root": str(data_root), "cfg_options": {"train_cfg.max_epochs": epochs}}
 
 
 @pytest.fixture(scope="session")
@@ -59,5 +57,5 @@ def voc_two_epochs(voc_root: Path, tmp_path_factory: pytest.TempPathFactory):
 
     work_dir = tmp_path_factory.mktemp("voc_run")
     runner = train(str(VOC_DEMO), work_dir=str(work_dir),
-                   cfg_options=short_run_options(voc_root, 2))
+                   **short_run(voc_root, 2))
     return runner, work_dir

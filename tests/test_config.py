@@ -10,11 +10,10 @@ from mmengine.config import Config
 from seglab.config import (
     ConfigError,
     adapt_to_device,
-    data_root_overrides,
     default_work_dir,
     load_config,
 )
-from tests.conftest import ADE_DEMO, VOC_DEMO, run_cli
+from tests.conftest import ADE_DEMO, REPO_ROOT, VOC_DEMO, run_cli
 
 GPU_CONFIG = """
 model = dict(
@@ -68,11 +67,14 @@ def test_gpu_machine_leaves_the_config_alone(tmp_path: Path, monkeypatch) -> Non
     assert adapt_to_device(cfg, launcher="pytorch") == [] and cfg.pretty_text == before
 
 
-def test_data_root_override_reaches_every_dataloader() -> None:
-    cfg = load_config(VOC_DEMO, data_root_overrides("/data/voc"))
-    roots = {cfg[loader].dataset.data_root
-             for loader in ("train_dataloader", "val_dataloader", "test_dataloader")}
-    assert roots == {"/data/voc"}
+def test_data_root_override_reaches_every_dataset() -> None:
+    voc_aug = REPO_ROOT / "configs" / "upernet" / "upernet_r50_voc12aug_v2.0.py"
+    cfg = load_config(voc_aug, data_root="/data/voc")
+    train_sets = cfg.train_dataloader.dataset.datasets  # VOC-aug: ConcatDataset(train, aug)
+    roots = {d.data_root for d in train_sets} | {cfg.val_dataloader.dataset.data_root,
+                                                 cfg.test_dataloader.dataset.data_root}
+    assert len(train_sets) == 2 and roots == {"/data/voc"}
+    assert "data_root" not in cfg.train_dataloader.dataset
 
 
 def test_demo_configs_resolve_to_their_datasets() -> None:

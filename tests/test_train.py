@@ -23,7 +23,7 @@ from tests.conftest import (
     VAL_IMAGES,
     VOC_DEMO,
     run_cli,
-    short_run_options,
+    short_run,
 )
 
 VOC_CLASSES = 21
@@ -47,17 +47,17 @@ def test_voc_demo_learns_in_two_epochs(voc_two_epochs, voc_root) -> None:
     runner, work_dir = voc_two_epochs
     assert runner.epoch == 2
     metrics = engine.test(str(VOC_DEMO), str(Path(work_dir) / "epoch_2.pth"),
-                          work_dir=str(work_dir), cfg_options=short_run_options(voc_root, 2))
+                          work_dir=str(work_dir), **short_run(voc_root, 2))
     assert metrics["mIoU"] > MIN_MIOU_AFTER_TWO_EPOCHS, metrics
 
 
 def test_ade20k_layout_with_reduce_zero_label_learns(ade_root, tmp_path) -> None:
     runner = engine.train(str(ADE_DEMO), work_dir=str(tmp_path),
-                   cfg_options=short_run_options(ade_root, 2))
+                   **short_run(ade_root, 2))
     dataset = runner.train_dataloader.dataset
     assert dataset.reduce_zero_label and len(dataset.metainfo["classes"]) == 150
     metrics = engine.test(str(ADE_DEMO), str(tmp_path / "epoch_2.pth"), work_dir=str(tmp_path),
-                          cfg_options=short_run_options(ade_root, 2))
+                          **short_run(ade_root, 2))
     assert metrics["mIoU"] > MIN_MIOU_AFTER_TWO_EPOCHS, metrics
 
 
@@ -69,7 +69,7 @@ def test_resume_continues_at_epoch_three_with_restored_state(voc_two_epochs, voc
     (work_dir / "last_checkpoint").write_text(str(work_dir / "epoch_2.pth"))
     ipe = iters_per_epoch(TRAIN_IMAGES)
     runner = engine.train(str(VOC_DEMO), work_dir=str(work_dir), resume=True,
-                   cfg_options=short_run_options(voc_root, 3))
+                   **short_run(voc_root, 3))
     assert runner.epoch == 3 and runner.iter == 3 * ipe
     # AdamW's per-parameter step counts and the PolyLR schedule's position carry
     # on from the checkpoint: a fresh optimizer or scheduler would be at 1 * ipe.
@@ -142,7 +142,7 @@ def test_dist_test_on_two_ranks_matches_single_process(voc_two_epochs, voc_root)
     _, work_dir = voc_two_epochs
     checkpoint = str(Path(work_dir) / "epoch_2.pth")
     single = engine.test(str(VOC_DEMO), checkpoint, work_dir=str(work_dir),
-                         cfg_options=short_run_options(voc_root, 2))
+                         **short_run(voc_root, 2))
     env = {**os.environ, "PORT": "29518", "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         ["bash", str(REPO_ROOT / "tools" / "dist_test.sh"), str(VOC_DEMO), checkpoint, "2",
@@ -179,7 +179,7 @@ def test_killed_run_resumes_from_latest_checkpoint_on_its_own(voc_root, tmp_path
     done_epochs = int(latest.stem.split("_")[1])
     assert done_epochs in (1, 2)
     runner = engine.train(str(VOC_DEMO), work_dir=str(tmp_path), resume=True,
-                   cfg_options=short_run_options(voc_root, 3))
+                   **short_run(voc_root, 3))
     ipe = iters_per_epoch(TRAIN_IMAGES)
     assert runner.epoch == 3
     assert _optimizer_steps(runner) == {3 * ipe}  # continued, not restarted
