@@ -21,7 +21,8 @@ UNIFIED_BATCH_PER_GPU = 2
 UNIFIED_INTERVAL_ITERS = 4000
 UNIFIED_KEEP_CHECKPOINTS = 3
 ADE20K_DATASET = "_base_/datasets/ade20k.py"
-# pip pins known to work with mmseg 1.2.2 / mmcv 2.1.0
+# Latest releases whose declared ranges accept mmcv 2.1.0 and mmengine 0.10.7
+# (mmdet: mmcv<2.2.0; mmpretrain: mmcv<2.4.0). Not installed by seglab's set-up.
 OPTIONAL_PACKAGES = {"mmdet": "mmdet==3.3.0", "mmpretrain": "mmpretrain==1.2.0"}
 
 

@@ -170,8 +170,8 @@ def test_killed_run_resumes_from_latest_checkpoint_on_its_own(voc_root, tmp_path
         cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
-        _wait_for(lambda: (tmp_path / "epoch_1.pth").exists(), 600, "epoch_1.pth")
-        time.sleep(2)  # let the checkpoint and last_checkpoint finish writing
+        # mmengine updates last_checkpoint only after epoch_1.pth is fully written
+        _wait_for(lambda: (tmp_path / "last_checkpoint").exists(), 600, "a first checkpoint")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
