@@ -13,13 +13,15 @@ from seglab.config import diff_configs, load_config
 from tests.conftest import REPO_ROOT
 
 MMSEG_CONFIGS = Path(mmseg.__file__).parent / ".mim" / "configs"
-VOC_AUG_IMAGES = 1464 + 10582  # mmseg's VOC-aug ConcatDataset: train.txt + aug.txt
+# mmseg's VOC-aug ConcatDataset: VOC train.txt (1,464) + aug.txt, the SBD images outside
+# VOC train/val (9,118; tools/dataset_converters/voc_aug.py asserts the sum is 10,582)
+VOC_AUG_IMAGES = 10582
 ADE20K_IMAGES = 20210
 
 BASELINES = [
-    ("upernet/upernet_r50_4xb4-53e_voc12aug-512x512.py",
+    ("upernet/upernet_r50_4xb4-60e_voc12aug-512x512.py",
      "upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py", VOC_AUG_IMAGES),
-    ("upernet/upernet_r50_4xb4-27e_voc12aug-512x512.py",
+    ("upernet/upernet_r50_4xb4-30e_voc12aug-512x512.py",
      "upernet/upernet_r50_4xb4-20k_voc12aug-512x512.py", VOC_AUG_IMAGES),
     ("segformer/segformer_mit-b2_8xb2-127e_ade20k-512x512.py",
      "segformer/segformer_mit-b2_8xb2-160k_ade20k-512x512.py", ADE20K_IMAGES),
