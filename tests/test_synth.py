@@ -85,3 +85,18 @@ def test_rerun_with_same_parameters_reuses_and_interrupted_run_is_redone(tmp_pat
     image.unlink()
     write_synth_dataset("ade20k", tmp_path, num_train=2, num_val=1, seed=0)
     assert image.exists()
+
+
+def test_voc_aug_layout_matches_mmsegs_converter(tmp_path: Path) -> None:
+    """aug.txt lists SBD images outside VOC train/val; SegmentationClassAug covers them
+    and VOC train, single-channel, without void borders."""
+    summary = write_synth_dataset("voc", tmp_path, num_train=4, num_val=2, seed=2, with_aug=True)
+    root = summary.root
+    aug = (root / "ImageSets" / "Segmentation" / "aug.txt").read_text().split()
+    train, val = summary.splits["train"], summary.splits["val"]
+    assert len(aug) == 4 and not set(aug) & (set(train) | set(val))
+    for image_id in aug + train:
+        mask = Image.open(root / "SegmentationClassAug" / f"{image_id}.png")
+        assert mask.mode == "L" and 255 not in np.unique(np.asarray(mask))
+        assert (root / "JPEGImages" / f"{image_id}.jpg").exists()
+    assert not any((root / "SegmentationClassAug" / f"{i}.png").exists() for i in val)

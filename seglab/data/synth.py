@@ -143,9 +143,10 @@ def synth_voc(
     ``JPEGImages/*.jpg``; ``SegmentationClass/*.png`` in palette mode with the VOC
     colour map, labels 0 (background)..20 and 255 on object borders;
     ``ImageSets/Segmentation/{train,val,trainval}.txt``. With ``with_aug``, also
-    the converted-SBD layout mmseg's VOC-aug configs read: single-channel
-    ``SegmentationClassAug/*.png`` (SBD has no void borders) for the training
-    images and ``ImageSets/Segmentation/aug.txt``.
+    the converted-SBD layout mmseg's VOC-aug configs read: ``num_train`` extra
+    SBD-only images listed in ``ImageSets/Segmentation/aug.txt``, and
+    single-channel ``SegmentationClassAug/*.png`` (no void borders) for them and
+    the training images.
     """
     root = Path(out_dir) / "VOCdevkit" / "VOC2012"
     img_dir, ann_dir = root / "JPEGImages", root / "SegmentationClass"
@@ -156,7 +157,8 @@ def synth_voc(
     rng = np.random.default_rng(seed)
     palette = voc_palette()
     summary = SynthSummary(root=root)
-    counts = {"train": num_train, "val": num_val}
+    # "aug": extra SBD-only images, as mmseg's voc_aug.py lists them in aug.txt
+    counts = {"train": num_train, "val": num_val, "aug": num_train if with_aug else 0}
     index = 0
     for split, count in counts.items():
         ids = []
@@ -169,21 +171,21 @@ def synth_voc(
             image, labels, edges = render_scene(rng, _image_size(rng, size), object_labels, 0)
             labels[edges] = 255
             _save_jpeg(image, img_dir / f"{image_id}.jpg")
-            png = Image.frombytes("P", labels.shape[::-1], labels.tobytes())
-            png.putpalette(palette)
-            png.save(ann_dir / f"{image_id}.png")
-            if with_aug and split == "train":
+            if split != "aug":
+                png = Image.frombytes("P", labels.shape[::-1], labels.tobytes())
+                png.putpalette(palette)
+                png.save(ann_dir / f"{image_id}.png")
+            if with_aug and split != "val":  # SBD covers VOC train images too
                 sbd_labels = np.where(labels == 255, 0, labels).astype(np.uint8)
                 Image.fromarray(sbd_labels).save(aug_dir / f"{image_id}.png")
             summary.classes_present |= set(np.unique(labels).tolist()) - {255}
             ids.append(image_id)
-        summary.splits[split] = ids
-        (sets_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        if count:
+            summary.splits[split] = ids
+            (sets_dir / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
     (sets_dir / "trainval.txt").write_text(
         "".join(f"{i}\n" for i in summary.splits["train"] + summary.splits["val"])
     )
-    if with_aug:
-        (sets_dir / "aug.txt").write_text("".join(f"{i}\n" for i in summary.splits["train"]))
     return summary
 
 
