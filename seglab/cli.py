@@ -103,6 +103,19 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from seglab.data.prepare import PREPARERS
+
+    options = {"checksum": args.checksum, "skip_checksum": args.skip_checksum}
+    if args.dataset == "sbd":
+        options["nproc"] = args.nproc
+    report = PREPARERS[args.dataset](Path(args.archive), Path(args.data_dir), **options)
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
+    print(f"seglab data prepare: {args.dataset} ready at {report.target} ({counts}; "
+          f"{report.extracted} files extracted, {report.skipped} already there)")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from seglab.demo import run_demo
 
@@ -182,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-val", type=int, default=DEMO_DATA["num_val"])
     p.add_argument("--seed", type=int, default=DEMO_DATA["seed"])
     p.set_defaults(func=cmd_data_synth)
+    p = data.add_parser("prepare", help="extract and convert a downloaded archive into data/")
+    p.add_argument("dataset", choices=["voc", "sbd", "ade20k"])
+    p.add_argument("--archive", required=True, help="VOCtrainval_11-May-2012.tar, "
+                   "benchmark.tgz or ADEChallengeData2016.zip")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--checksum", help="expected md5 (VOC, SBD) or sha1 (ADE20K) of your "
+                   "archive instead of the published one")
+    p.add_argument("--skip-checksum", action="store_true")
+    p.add_argument("--nproc", type=int, default=1, help="processes for the SBD conversion")
+    p.set_defaults(func=cmd_data_prepare)
 
     config = sub.add_parser("config", help="inspect resolved configs").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND")

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import colorsys
 import json
+import shutil
+import tarfile
+import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,3 +287,77 @@ def _read_summary(layout: str, top: Path) -> SynthSummary:
         splits = {s: sorted(p.stem for p in (root / "images" / folder).glob("*.jpg"))
                   for s, folder in (("train", "training"), ("val", "validation"))}
     return SynthSummary(root=root, splits=splits)
+
+
+def _tar_tree(out: Path, src_root: Path, arc_root: str, keep) -> None:
+    with tarfile.open(out, "w:gz" if out.name.endswith("gz") else "w") as tar:
+        for path in sorted(src_root.rglob("*")):
+            rel = path.relative_to(src_root).as_posix()
+            if path.is_file() and keep(rel):
+                tar.add(path, arcname=f"{arc_root}/{rel}")
+
+
+def _zip_tree(out: Path, src_root: Path, arc_root: str) -> None:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(src_root.rglob("*")):
+            if path.is_file() and path.name != MARKER:
+                zf.write(path, f"{arc_root}/{path.relative_to(src_root).as_posix()}")
+
+
+def _write_sbd(voc_root: Path, dataset_dir: Path, summary: SynthSummary) -> None:
+    """SBD's ``dataset/{cls/*.mat, img/*.jpg, train.txt, val.txt}`` with MATLAB-v5
+    ``GTcls`` structs. Like the real SBD it covers VOC train images and one VOC val
+    image (which VOC-aug must keep out of training)."""
+    from scipy.io import savemat
+
+    train, val, aug = summary.splits["train"], summary.splits["val"], summary.splits["aug"]
+    half = len(aug) // 2
+    sbd_train, sbd_val = aug[:half] + train, aug[half:] + val[:1]
+    (dataset_dir / "cls").mkdir(parents=True)
+    (dataset_dir / "img").mkdir()
+    for image_id in sbd_train + sbd_val:
+        aug_png = voc_root / "SegmentationClassAug" / f"{image_id}.png"
+        mask = np.asarray(Image.open(aug_png if aug_png.exists() else
+                                     voc_root / "SegmentationClass" / f"{image_id}.png"))
+        mask = np.where(mask == 255, 0, mask).astype(np.uint8)
+        gt = {"Segmentation": mask, "Boundaries": np.zeros((1, 1), dtype=object),
+              "CategoriesPresent": np.unique(mask[mask > 0]).astype(np.uint8)}
+        savemat(dataset_dir / "cls" / f"{image_id}.mat", {"GTcls": gt}, format="5")
+        shutil.copy(voc_root / "JPEGImages" / f"{image_id}.jpg", dataset_dir / "img")
+    (dataset_dir / "train.txt").write_text("".join(f"{i}\n" for i in sbd_train))
+    (dataset_dir / "val.txt").write_text("".join(f"{i}\n" for i in sbd_val))
+
+
+def write_archives(out_dir: Path | str, num_train: int = 6, num_val: int = 3,
+                   seed: int = 0) -> dict[str, Path]:
+    """Small archives in the real download formats, for ``seglab data prepare`` tests.
+
+    ``voc``: VOCtrainval tar (VOCdevkit/VOC2012/...); ``sbd``: benchmark.tgz
+    (benchmark_RELEASE/dataset/...); ``ade20k``: ADEChallengeData2016.zip;
+    ``full_ade``: a zip in the layout of the full ADE20K_2021_17_01 release.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        voc = synth_voc(tmp_path / "voc", num_train=num_train, num_val=num_val, seed=seed,
+                        with_aug=True)
+        voc_keep = ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/train.txt",
+                    "ImageSets/Segmentation/val.txt", "ImageSets/Segmentation/trainval.txt")
+        archives = {"voc": out_dir / "VOCtrainval_11-May-2012.tar",
+                    "sbd": out_dir / "benchmark.tgz",
+                    "ade20k": out_dir / "ADEChallengeData2016.zip",
+                    "full_ade": out_dir / "ADE20K_2021_17_01.zip"}
+        _tar_tree(archives["voc"], voc.root, "VOCdevkit/VOC2012",
+                  lambda rel: rel.startswith(voc_keep))
+        _write_sbd(voc.root, tmp_path / "sbd" / "dataset", voc)
+        _tar_tree(archives["sbd"], tmp_path / "sbd", "benchmark_RELEASE", lambda rel: True)
+        ade = synth_ade20k(tmp_path / "ade", num_train=num_train, num_val=num_val, seed=seed)
+        _zip_tree(archives["ade20k"], ade.root, "ADEChallengeData2016")
+        full = tmp_path / "full" / "images" / "ADE" / "training" / "cultural"
+        full.mkdir(parents=True)
+        shutil.copy(next((ade.root / "images" / "training").glob("*.jpg")), full)
+        (tmp_path / "full" / "objects.txt").write_text("wall\nfloor\n")
+        (tmp_path / "full" / "index_ade20k.pkl").write_bytes(b"not a pickle")
+        _zip_tree(archives["full_ade"], tmp_path / "full", "ADE20K_2021_17_01")
+    return archives
