@@ -329,7 +329,7 @@ def _write_sbd(voc_root: Path, dataset_dir: Path, summary: SynthSummary) -> None
 
 
 def write_archives(out_dir: Path | str, num_train: int = 6, num_val: int = 3,
-                   seed: int = 0) -> dict[str, Path]:
+                   seed: int = 0, size: tuple[int, int] = (128, 160)) -> dict[str, Path]:
     """Small archives in the real download formats, for ``seglab data prepare`` tests.
 
     ``voc``: VOCtrainval tar (VOCdevkit/VOC2012/...); ``sbd``: benchmark.tgz
@@ -341,7 +341,7 @@ def write_archives(out_dir: Path | str, num_train: int = 6, num_val: int = 3,
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         voc = synth_voc(tmp_path / "voc", num_train=num_train, num_val=num_val, seed=seed,
-                        with_aug=True)
+                        size=size, with_aug=True)
         voc_keep = ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/train.txt",
                     "ImageSets/Segmentation/val.txt", "ImageSets/Segmentation/trainval.txt")
         archives = {"voc": out_dir / "VOCtrainval_11-May-2012.tar",
@@ -352,7 +352,8 @@ def write_archives(out_dir: Path | str, num_train: int = 6, num_val: int = 3,
                   lambda rel: rel.startswith(voc_keep))
         _write_sbd(voc.root, tmp_path / "sbd" / "dataset", voc)
         _tar_tree(archives["sbd"], tmp_path / "sbd", "benchmark_RELEASE", lambda rel: True)
-        ade = synth_ade20k(tmp_path / "ade", num_train=num_train, num_val=num_val, seed=seed)
+        ade = synth_ade20k(tmp_path / "ade", num_train=num_train, num_val=num_val, seed=seed,
+                           size=size)
         _zip_tree(archives["ade20k"], ade.root, "ADEChallengeData2016")
         full = tmp_path / "full" / "images" / "ADE" / "training" / "cultural"
         full.mkdir(parents=True)
