@@ -116,6 +116,22 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_doctor(args: argparse.Namespace) -> int:
+    from seglab.data.doctor import (
+        config_for_target,
+        run_doctor,
+        specs_from_config,
+        summary_text,
+        write_json,
+    )
+
+    result = run_doctor(specs_from_config(config_for_target(Path(args.target), args.data_root)))
+    print(summary_text(result))
+    if args.json:
+        write_json(result, Path(args.json))
+    return 1 if result["errors"] else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from seglab.demo import run_demo
 
@@ -205,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-checksum", action="store_true")
     p.add_argument("--nproc", type=int, default=1, help="processes for the SBD conversion")
     p.set_defaults(func=cmd_data_prepare)
+    p = data.add_parser("doctor", help="check the datasets a config reads (or a dataset root); "
+                        "exit 1 on problems that would break training")
+    p.add_argument("target", help="config file, or a VOC2012 / ADEChallengeData2016 folder")
+    p.add_argument("--data-root", help="with a config: read the data from here")
+    p.add_argument("--json", help="also write the machine-readable report here")
+    p.set_defaults(func=cmd_data_doctor)
 
     config = sub.add_parser("config", help="inspect resolved configs").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND")
