@@ -69,3 +69,13 @@ def test_one_based_labels_without_reduce_zero_label_are_caught(clean, tmp_path) 
     assert _findings(run_doctor([DatasetSpec(**spec, reduce_zero_label=True)])) == []
     (finding,) = _findings(run_doctor([DatasetSpec(**spec, reduce_zero_label=False)]))
     assert finding["check"] == "label-range" and "reduce_zero_label=True" in finding["message"]
+
+
+def test_full_ade20k_release_folder_is_explained(tmp_path) -> None:
+    from seglab.errors import UserError
+
+    full = tmp_path / "ADE20K_2021_17_01"
+    full.mkdir()
+    (full / "index_ade20k.pkl").write_bytes(b"")
+    with pytest.raises(UserError, match="full ADE20K release.*ADEChallengeData2016.zip"):
+        config_for_target(full, None)

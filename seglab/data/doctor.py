@@ -168,6 +168,10 @@ def config_for_target(target: Path, data_root: str | None):
     from seglab.config import load_config
 
     if target.is_dir():
+        if (target / "index_ade20k.pkl").exists():
+            from seglab.data.prepare import full_ade_error
+
+            raise full_ade_error(target)
         fragment = DATASET_FRAGMENTS.get(target.name)
         if fragment is None:
             raise UserError(f"{target}: not a config and not a VOC2012 or ADEChallengeData2016 "

@@ -292,7 +292,7 @@ def _convert_all(tasks: list[tuple[Path, Path]], nproc: int) -> None:
 FULL_ADE_MARKERS = ("ADE20K_2021_17_01/", "index_ade20k.pkl", "index_ade20k.mat")
 
 
-def _full_ade_error(archive: Path) -> UserError:
+def full_ade_error(archive: Path) -> UserError:
     return UserError(
         f"{archive} is the full ADE20K release (ADE20K_2021_17_01: per-image RGB-encoded "
         "masks over thousands of object classes, index_ade20k.pkl), not the 150-class scene-"
@@ -307,11 +307,11 @@ def prepare_ade20k(archive: Path, data_dir: Path, checksum: str | None = None,
     if archive.is_file() and zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:  # the central directory: names without reading
             if any(m in n for n in zf.namelist() for m in FULL_ADE_MARKERS):
-                raise _full_ade_error(archive)
+                raise full_ade_error(archive)
 
     def select(name: str) -> str | None:
         if any(m in name for m in FULL_ADE_MARKERS):
-            raise _full_ade_error(archive)
+            raise full_ade_error(archive)
         marker = "ADEChallengeData2016/"
         if marker not in name:
             return None
