@@ -60,14 +60,16 @@ SAFE_GLOBALS: list[Any] = [
 ]
 
 
-def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
-    """``torch.load`` with ``weights_only=True`` and seglab's allow-list."""
+def load_checkpoint_file(filename: str, map_location: Any = None, mmap: bool = False) -> Any:
+    """``torch.load`` with ``weights_only=True`` and seglab's allow-list (``mmap``: tensors
+    are mapped, not read, for a quick look at the metadata)."""
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f"{filename} can not be found.")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, weights_only=True,
+                              mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{filename}: refused to load: it contains a Python object that is not in "

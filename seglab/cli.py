@@ -38,6 +38,9 @@ def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("config", help="experiment config file")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                         help="continue a run: from CHECKPOINT, or the newest one in the work dir")
+    parser.add_argument("--finetune-from", metavar="CHECKPOINT",
+                        help="load only the weights of CHECKPOINT; fresh optimizer and schedule "
+                        "from the config (what a new LR or warm-up needs; --resume ignores them)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run even if the work dir holds checkpoints")
     parser.add_argument("--tmux", action="store_true",
@@ -67,7 +70,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seglab.engine import train
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
-          data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite)
+          data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
+          finetune_from=args.finetune_from)
     return 0
 
 

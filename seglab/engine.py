@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import os.path as osp
 from pathlib import Path
@@ -58,11 +59,14 @@ def train(
     data_root: str | None = None,
     launcher: str = "none",
     overwrite: bool = False,
+    finetune_from: str | None = None,
 ) -> Runner:
     """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir.
 
-    Refuses, before building anything, to resume from nothing and to start a
-    fresh run over an existing run's checkpoints (which it would overwrite).
+    ``finetune_from`` loads only the weights of a checkpoint and starts a fresh
+    optimizer and schedule. Refuses, before building anything, to resume from
+    nothing and to start a fresh run over an existing run's checkpoints (which it
+    would overwrite); says which changed settings a resume ignores.
     """
     cfg = load_config(config, cfg_options, data_root)
     _set_work_dir(cfg, config, work_dir)
@@ -80,17 +84,41 @@ def train(
                 "continue, or --resume PATH/TO/epoch_N.pth."
             )
         cfg.resume, cfg.load_from = True, None
-    elif existing and not overwrite:
+    if resume and finetune_from:
+        raise ConfigError("--resume and --finetune-from exclude each other: resume continues "
+                          "a run's optimizer and schedule, fine-tuning starts new ones.")
+    if finetune_from is not None and not osp.isfile(finetune_from):
+        raise ConfigError(f"--finetune-from {finetune_from!r}: no such checkpoint file")
+    if existing and not overwrite and not resume:
         raise ConfigError(
             f"work dir {cfg.work_dir!r} already holds checkpoints ({', '.join(existing[:3])}"
             f"{', ...' if len(existing) > 3 else ''}); a new run would overwrite them. Fix: add "
             "--resume to continue that run, --work-dir NEW_DIR for a new one, or --overwrite."
         )
+    resume_from = (cfg.load_from or find_latest_checkpoint(cfg.work_dir)) if resume else None
+    warnings = _resume_warnings(cfg, resume_from, finetune_from)
+    if finetune_from is not None:
+        cfg.load_from, cfg.resume = finetune_from, False
     notes = _prepare(cfg, launcher)
     runner = _build_runner(cfg)
     _log_notes(notes)
+    for line in warnings:
+        print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
     runner.train()
     return runner
+
+
+def _resume_warnings(cfg: Config, resume_from: str | None,
+                     finetune_from: str | None) -> list[str]:
+    from seglab.resume import base_lr, lr_jump_warning, read_saved_run, resume_report
+
+    if finetune_from is not None:
+        warning = lr_jump_warning(read_saved_run(finetune_from), base_lr(cfg))
+        return [f"fine-tuning from {finetune_from}: " + warning] if warning else []
+    if resume_from is None:
+        return []
+    report = resume_report(read_saved_run(resume_from), cfg)
+    return [f"resuming from {resume_from}; changed since that run: " + line for line in report]
 
 
 def trigger_visualization(cfg: Config, show_dir: str) -> str:

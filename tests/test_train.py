@@ -203,3 +203,42 @@ def test_tmux_session_runs_training_and_logs_under_work_dir(voc_root, tmp_path) 
                   "training output in the tmux log")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", f"={session}"], capture_output=True)
+
+
+def test_resume_with_a_new_lr_says_it_is_ignored(voc_two_epochs, voc_root, tmp_path) -> None:
+    _, first_run = voc_two_epochs
+    work_dir = tmp_path / "run"
+    shutil.copytree(first_run, work_dir, ignore=shutil.ignore_patterns("2*"))
+    (work_dir / "last_checkpoint").write_text(str(work_dir / "epoch_2.pth"))
+    out = run_cli("train", str(VOC_DEMO), "--work-dir", str(work_dir), "--resume",
+                  "--data-root", str(voc_root), "--cfg-options", "train_cfg.max_epochs=2",
+                  "optim_wrapper.optimizer.lr=0.01")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert ("optim_wrapper.optimizer.lr: 0.001 -> 0.01 (IGNORED: restored from the checkpoint)"
+            in out.stdout)
+    assert "--finetune-from" in out.stdout
+
+
+def test_finetune_from_starts_fresh_with_the_new_lr(voc_two_epochs, voc_root, tmp_path) -> None:
+    _, first_run = voc_two_epochs
+    new_lr = 2e-4  # below the checkpoint's last LR: no warning expected
+    runner = engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
+                          cfg_options={"train_cfg.max_epochs": 1,
+                                       "optim_wrapper.optimizer.lr": new_lr},
+                          finetune_from=str(Path(first_run) / "epoch_2.pth"))
+    ipe = iters_per_epoch(TRAIN_IMAGES)
+    assert runner.epoch == 1 and runner.iter == ipe  # counted from 0, not from epoch 2
+    assert _optimizer_steps(runner) == {ipe}  # a fresh AdamW
+    group_lrs = {g["initial_lr"] for g in runner.optim_wrapper.optimizer.param_groups}
+    assert min(group_lrs) == pytest.approx(new_lr)  # head groups carry lr_mult 10
+
+
+def test_finetune_above_the_last_lr_warns_loudly(voc_two_epochs) -> None:
+    from seglab.resume import lr_jump_warning, read_saved_run
+
+    _, first_run = voc_two_epochs
+    saved = read_saved_run(str(Path(first_run) / "epoch_2.pth"))
+    assert saved.epoch == 2 and saved.last_lrs
+    assert lr_jump_warning(saved, min(saved.last_lrs) / 2) is None
+
+    assert "can destroy it" in lr_jump_warning(saved, max(saved.last_lrs) * 10)
