@@ -1,4 +1,5 @@
-"""Load checkpoints safely on torch >= 2.6 without turning ``weights_only`` off.
+"""Checkpoints: loaded safely on torch >= 2.6 without turning ``weights_only`` off,
+saved atomically, and found again after a crash.
 
 torch >= 2.6 loads with ``weights_only=True`` by default. mmengine 0.10.7
 stores more than tensors in a training checkpoint (the message hub's
@@ -16,13 +17,18 @@ the file and the type; a truncated or corrupt file is reported as such.
 
 from __future__ import annotations
 
+import os
 import os.path as osp
 import pickle
+import tempfile
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from mmengine.fileio import LocalBackend, register_backend
+from mmengine.fileio import io as fileio_io
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 from numpy._core import multiarray
@@ -98,5 +104,57 @@ def _first_line(err: BaseException) -> str:
 
 
 def install_safe_local_loader() -> None:
-    """Make mmengine load local files (resume, ``load_from``, ``init_cfg``) with seglab's loader."""
+    """Make mmengine load local files (resume, ``load_from``, ``init_cfg``) with seglab's loader
+    and save them atomically."""
     CheckpointLoader.register_scheme(prefixes="", loader=load_checkpoint_file, force=True)
+    _use_atomic_local_backend()
+
+
+def _write_bytes(handle: Any, data: bytes) -> None:
+    handle.write(data)
+
+
+@register_backend("local", force=True, prefixes="")
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend with atomic ``put``: the bytes go to a temporary
+    file in the same folder, are flushed to disk, then renamed over the target. A
+    crash mid-save leaves the previous checkpoint and no truncated ``epoch_N.pth``;
+    CheckpointHook writes ``last_checkpoint`` only after ``put`` returns."""
+
+    def put(self, obj: bytes, filepath: str | Path) -> None:
+        filepath = Path(filepath)
+        filepath.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{filepath.name}.", suffix=".tmp",
+                                   dir=filepath.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                _write_bytes(handle, obj)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, filepath)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _use_atomic_local_backend() -> None:
+    """Drop local backends mmengine created before seglab registered its own."""
+    for key in [k for k in fileio_io.backend_instances if k.startswith(":")]:
+        del fileio_io.backend_instances[key]
+
+
+def latest_loadable_checkpoint(work_dir: str) -> str | None:
+    """The newest complete checkpoint: ``last_checkpoint``'s target when it loads, else
+    the newest ``*.pth`` that does (a pointer can be stale or cut short by a crash)."""
+    pointer = Path(work_dir) / "last_checkpoint"
+    named = pointer.read_text().strip() if pointer.is_file() else ""
+    others = sorted(Path(work_dir).glob("*.pth"), key=lambda p: p.stat().st_mtime,
+                    reverse=True)
+    for candidate in [named, *map(str, others)]:
+        if candidate and Path(candidate).is_file():
+            try:
+                load_checkpoint_file(candidate, map_location="cpu", mmap=True)
+            except (CheckpointError, OSError):
+                continue
+            return candidate
+    return None

@@ -12,9 +12,10 @@ import torch
 from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
-from mmengine.runner import Runner, find_latest_checkpoint
+from mmengine.runner import Runner
 
 from seglab import register  # noqa: F401  (safe checkpoint loader, CPU DDP)
+from seglab.checkpoint import latest_loadable_checkpoint
 from seglab.config import ConfigError, adapt_to_device, default_work_dir, load_config
 from seglab.distributed import init_cpu_process_group
 
@@ -76,14 +77,14 @@ def train(
             raise ConfigError(f"--resume {resume!r}: no such checkpoint file")
         cfg.resume, cfg.load_from = True, resume
     elif resume:
-        latest = find_latest_checkpoint(cfg.work_dir)
+        latest = latest_loadable_checkpoint(cfg.work_dir)
         if latest is None:
             raise ConfigError(
-                f"--resume: no checkpoint found in work dir {cfg.work_dir!r} (no 'last_checkpoint' "
-                "file). Fix: drop --resume to start a new run, or pass --work-dir of the run to "
-                "continue, or --resume PATH/TO/epoch_N.pth."
+                f"--resume: no loadable checkpoint found in work dir {cfg.work_dir!r}. Fix: "
+                "drop --resume to start a new run, or pass --work-dir of the run to continue, "
+                "or --resume PATH/TO/epoch_N.pth."
             )
-        cfg.resume, cfg.load_from = True, None
+        cfg.resume, cfg.load_from = True, latest
     if resume and finetune_from:
         raise ConfigError("--resume and --finetune-from exclude each other: resume continues "
                           "a run's optimizer and schedule, fine-tuning starts new ones.")
@@ -95,7 +96,7 @@ def train(
             f"{', ...' if len(existing) > 3 else ''}); a new run would overwrite them. Fix: add "
             "--resume to continue that run, --work-dir NEW_DIR for a new one, or --overwrite."
         )
-    resume_from = (cfg.load_from or find_latest_checkpoint(cfg.work_dir)) if resume else None
+    resume_from = cfg.load_from if resume else None
     warnings = _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False

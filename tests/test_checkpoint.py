@@ -84,3 +84,48 @@ def test_mmengine_uses_seglabs_loader_for_local_files(tmp_path: Path) -> None:
     torch.save({"payload": CallsOnLoad()}, path)
     with pytest.raises(CheckpointError):
         CheckpointLoader.load_checkpoint(str(path))
+
+
+def test_crash_during_save_keeps_the_newest_checkpoint_loadable(voc_root, tmp_path,
+                                                                monkeypatch) -> None:
+    """The process dies half-way through writing epoch_2.pth."""
+    from seglab import checkpoint as ckpt
+    from seglab import engine
+    from tests.conftest import VOC_DEMO
+
+    writes = []
+
+    def crash_on_second_save(handle, data: bytes) -> None:
+        writes.append(len(data))
+        if len(writes) == 2:
+            handle.write(data[: len(data) // 2])
+            raise SystemExit("simulated crash during checkpoint save")
+        handle.write(data)
+
+    monkeypatch.setattr(ckpt, "_write_bytes", crash_on_second_save)
+    options = {"train_cfg.max_epochs": 3, "train_cfg.val_interval": 10,
+               "default_hooks.checkpoint.save_best": None}
+    with pytest.raises(SystemExit):
+        engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
+                     cfg_options=options)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["epoch_1.pth"]  # no torso
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert Path((tmp_path / "last_checkpoint").read_text()).name == "epoch_1.pth"
+    assert load_checkpoint_file(str(tmp_path / "epoch_1.pth"))["meta"]["epoch"] == 1
+    monkeypatch.undo()
+    runner = engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
+                          resume=True, cfg_options={**options, "train_cfg.max_epochs": 2})
+    assert runner.epoch == 2
+
+
+def test_resume_skips_a_stale_or_truncated_newest_file(tmp_path) -> None:
+    from seglab.checkpoint import latest_loadable_checkpoint
+
+    good = tmp_path / "epoch_1.pth"
+    torch.save({"state_dict": {"w": torch.ones(3)}, "meta": {"epoch": 1}}, good)
+    bad = tmp_path / "epoch_2.pth"  # e.g. copied in by hand, cut short
+    bad.write_bytes(good.read_bytes()[:100])
+    (tmp_path / "last_checkpoint").write_text(str(bad))
+    assert latest_loadable_checkpoint(str(tmp_path)) == str(good)
+    (tmp_path / "last_checkpoint").write_text("")  # a pointer cut short
+    assert latest_loadable_checkpoint(str(tmp_path)) == str(good)

@@ -81,7 +81,7 @@ def test_resume_continues_at_epoch_three_with_restored_state(voc_two_epochs, voc
 
 
 def test_resume_without_a_checkpoint_is_refused(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="no checkpoint found"):
+    with pytest.raises(ConfigError, match="no loadable checkpoint found"):
         engine.train(str(VOC_DEMO), work_dir=str(tmp_path), resume=True)
 
 
