@@ -100,13 +100,23 @@ def train(
     warnings = _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
-    notes = _prepare(cfg, launcher)
+    notes = _prepare(cfg, launcher) + _add_guard_hooks(cfg)
     runner = _build_runner(cfg)
     _log_notes(notes)
     for line in warnings:
         print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
     runner.train()
     return runner
+
+
+def _add_guard_hooks(cfg: Config) -> list[str]:
+    """Every seglab training run stops at the first NaN/Inf (configs may inherit mmseg's
+    own runtime, which has no such hook)."""
+    hooks = list(cfg.get("custom_hooks", []))
+    if any(h.get("type") == "NonFiniteLossHook" for h in hooks):
+        return []
+    cfg.custom_hooks = [*hooks, dict(type="NonFiniteLossHook")]
+    return ["custom_hooks += NonFiniteLossHook (stops at the first NaN/Inf loss)"]
 
 
 def _resume_warnings(cfg: Config, resume_from: str | None,

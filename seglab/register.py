@@ -3,7 +3,8 @@
 ``custom_imports = dict(imports=['seglab.register'], allow_failed_imports=False)``
 """
 
-from seglab import distributed, losses  # noqa: F401  (CPUAwareDDP; FocalLoss CPU fix)
+# registrations: CPUAwareDDP; FocalLoss CPU fix; NonFiniteLossHook
+from seglab import distributed, hooks, losses  # noqa: F401
 from seglab.checkpoint import install_safe_local_loader
 
 install_safe_local_loader()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -242,3 +243,30 @@ def test_finetune_above_the_last_lr_warns_loudly(voc_two_epochs) -> None:
     assert lr_jump_warning(saved, min(saved.last_lrs) / 2) is None
 
     assert "can destroy it" in lr_jump_warning(saved, max(saved.last_lrs) * 10)
+
+
+def test_nan_in_one_loss_term_stops_with_the_term_named(voc_root, tmp_path, monkeypatch) -> None:
+    from mmseg.models.losses import CrossEntropyLoss
+
+    from seglab.checkpoint import load_checkpoint_file
+    from seglab.hooks import TrainingDiverged
+
+    calls, ipe = [0], iters_per_epoch(TRAIN_IMAGES)
+    original = CrossEntropyLoss.forward
+
+    def nan_in_epoch_two(self, *args, **kwargs):
+        calls[0] += 1
+        loss = original(self, *args, **kwargs)
+        return loss * float("nan") if calls[0] == ipe + 3 else loss
+
+    monkeypatch.setattr(CrossEntropyLoss, "forward", nan_in_epoch_two)
+    with pytest.raises(TrainingDiverged, match=r"decode\.loss_ce=nan") as err:
+        engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
+                     cfg_options={"train_cfg.max_epochs": 2, "train_cfg.val_interval": 10})
+    assert f"iter {ipe + 3}" in str(err.value) and "epoch_1.pth" in str(err.value)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["epoch_1.pth"]
+    state = load_checkpoint_file(str(tmp_path / "epoch_1.pth"))
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values()
+               if v.is_floating_point())
+    record = json.loads((tmp_path / f"nonfinite_iter_{ipe + 3}.json").read_text())
+    assert record["terms"] == ["decode.loss_ce", "loss"] and len(record["img_paths"]) == BATCH

@@ -1,0 +1,83 @@
+"""Training hooks seglab adds to every run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.registry import HOOKS
+
+from seglab.errors import UserError
+
+
+class TrainingDiverged(UserError):
+    """A loss term or the gradient norm stopped being finite."""
+
+
+def _is_finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # not a number (e.g. a list of accuracies): not ours to judge
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop at the first non-finite loss term or gradient norm (seed 000 V1.3).
+
+    Names the term, saves the batch's image paths next to the checkpoints, and
+    raises before the epoch's checkpoint is written, so the newest checkpoint on
+    disk is the last good one. Under AMP, the dynamic loss scaler skips steps
+    whose gradients overflow (normal, logged); only ``amp_patience`` non-finite
+    iterations in a row count as divergence.
+    """
+
+    priority = "VERY_HIGH"  # before CheckpointHook and LoggerHook see the iteration
+
+    def __init__(self, amp_patience: int = 5) -> None:
+        self.amp_patience = amp_patience
+        self._streak = 0
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                         outputs: dict | None = None) -> None:
+        values = {k: v for k, v in (outputs or {}).items() if "loss" in k}
+        scalars = runner.message_hub.log_scalars  # train/grad_norm exists with clip_grad
+        if "train/grad_norm" in scalars:
+            values["grad_norm"] = scalars["train/grad_norm"].current()
+        bad = sorted(k for k, v in values.items() if not _is_finite(v))
+        if not bad:
+            self._streak = 0
+            return
+        self._streak += 1
+        amp = type(runner.optim_wrapper).__name__ == "AmpOptimWrapper"
+        if amp and self._streak < self.amp_patience:
+            print_log(f"seglab: non-finite {', '.join(bad)} at iter {runner.iter + 1} under AMP; "
+                      f"the loss scaler skips this step ({self._streak}/{self.amp_patience})",
+                      logger="current")
+            return
+        saved = self._save_batch(runner, data_batch, bad)
+        raise TrainingDiverged(
+            f"training diverged at iter {runner.iter + 1} (epoch {runner.epoch + 1}): "
+            f"{', '.join(f'{k}={values[k]}' for k in bad)}. The batch's images are listed in "
+            f"{saved}; the last good checkpoint is {self._last_checkpoint(runner)}. Fix: lower "
+            "the LR or add/tighten optim_wrapper.clip_grad, check those images' masks "
+            "(seglab data doctor), and continue with --resume.")
+
+    @staticmethod
+    def _save_batch(runner, data_batch: Any, bad: list[str]) -> Path:
+        samples = (data_batch or {}).get("data_samples", []) if isinstance(data_batch, dict) \
+            else []
+        paths = [s.metainfo.get("img_path") for s in samples if hasattr(s, "metainfo")]
+        target = Path(runner.work_dir) / f"nonfinite_iter_{runner.iter + 1}.json"
+        target.write_text(json.dumps({"iter": runner.iter + 1, "epoch": runner.epoch + 1,
+                                      "terms": bad, "img_paths": paths}, indent=1))
+        return target
+
+    @staticmethod
+    def _last_checkpoint(runner) -> str:
+        pointer = Path(runner.work_dir) / "last_checkpoint"
+        return pointer.read_text().strip() if pointer.is_file() else "(none yet)"
