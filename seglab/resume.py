@@ -34,7 +34,8 @@ def read_saved_run(path: str) -> SavedRun:
     state = load_checkpoint_file(path, map_location="cpu", mmap=True)
     meta = state.get("meta", {})
     groups = state.get("optimizer", {}).get("param_groups", [])
-    return SavedRun(cfg=Config.fromstring(meta.get("cfg", ""), file_format=".py"),
+    cfg_text = meta.get("cfg", "")  # absent in weights-only files (e.g. model-zoo downloads)
+    return SavedRun(cfg=Config.fromstring(cfg_text, file_format=".py") if cfg_text else Config(),
                     epoch=int(meta.get("epoch", 0)), iter=int(meta.get("iter", 0)),
                     last_lrs=[float(g["lr"]) for g in groups if "lr" in g])
 
@@ -45,6 +46,8 @@ def base_lr(cfg: Config) -> float:
 
 def resume_report(saved: SavedRun, cfg: Config) -> list[str]:
     """One line per changed hyper-parameter: restored from the checkpoint, or in effect."""
+    if not saved.cfg.keys():
+        return []  # no stored config to compare with
     lines = []
     for key, old, new in diff_configs(saved.cfg, cfg):
         if not key.startswith(("optim_wrapper", "param_scheduler", "train_cfg", "model")):
