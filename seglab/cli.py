@@ -180,7 +180,9 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
     config = write_zoo_config(args.family, work_dir)
     print(f"seglab zoo: {args.family} -> {config}")
     if args.gpus > 1:
-        launcher = str(Path(__file__).resolve().parent.parent / "tools" / "dist_train.sh")
+        from seglab import REPO_ROOT
+
+        launcher = str(REPO_ROOT / "tools" / "dist_train.sh")
         extra = ["--resume"] if args.resume else []
         return subprocess.call(["bash", launcher, str(config), str(args.gpus),
                                 "--work-dir", work_dir, *extra])

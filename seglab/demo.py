@@ -7,7 +7,8 @@ import os.path as osp
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from seglab import REPO_ROOT
+
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo" / "segformer_mit-b0_synth-voc_v1.0.py"
 DEMO_DATA = {"num_train": 384, "num_val": 48, "seed": 0}
 

@@ -30,9 +30,9 @@ import time
 import tomllib
 from pathlib import Path
 
+from seglab import REPO_ROOT
 from seglab.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 # mmcv 2.1.0's setup.py pins these C++ standards for torch > 1.12; each is

@@ -19,7 +19,7 @@ SMOKE_CROP = (64, 64)
 DATASET_LAYOUTS = {"PascalVOCDataset": "voc", "ADE20KDataset": "ade20k"}
 
 
-def _strip_pretrained(node: Any) -> None:
+def strip_pretrained(node: Any) -> None:
     """Random initialisation: no download, no checkpoint file needed."""
     if isinstance(node, dict):
         if "pretrained" in node:
@@ -28,10 +28,10 @@ def _strip_pretrained(node: Any) -> None:
         if isinstance(init_cfg, dict) and init_cfg.get("type") == "Pretrained":
             node["init_cfg"] = None
         for value in node.values():
-            _strip_pretrained(value)
+            strip_pretrained(value)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            _strip_pretrained(value)
+            strip_pretrained(value)
 
 
 def _shrink_pipeline(pipeline: list[dict]) -> None:
@@ -59,7 +59,7 @@ def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int
 def smoke_config(cfg: Config, data_roots: dict[str, str], work_dir: str,
                  iterations: int = 2, batch_size: int = 2) -> Config:
     """Return ``cfg`` changed in place to train ``iterations`` steps and validate 2 images."""
-    _strip_pretrained(cfg.model)
+    strip_pretrained(cfg.model)
     cfg.load_from, cfg.resume, cfg.work_dir = None, False, work_dir
     cfg.model.data_preprocessor.size = SMOKE_CROP
     for name, images in (("train_dataloader", iterations * batch_size),

@@ -9,10 +9,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from seglab import REPO_ROOT
 from seglab.config import default_work_dir
 from seglab.errors import UserError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def session_name(config: str) -> str:

@@ -8,7 +8,7 @@ import torch
 from seglab import zoo
 from seglab.config import adapt_to_device, flatten_config
 from seglab.errors import UserError
-from seglab.smoke import _strip_pretrained
+from seglab.smoke import strip_pretrained
 from tests.conftest import run_cli
 
 
@@ -20,7 +20,7 @@ def _predict(cfg) -> torch.Tensor:
     import seglab.register  # noqa: F401
 
     init_default_scope("mmseg")
-    _strip_pretrained(cfg.model)
+    strip_pretrained(cfg.model)
     adapt_to_device(cfg, "none")
     model = MODELS.build(cfg.model).eval()
     image = torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8)

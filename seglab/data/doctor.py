@@ -165,6 +165,7 @@ DATASET_FRAGMENTS = {  # a dataset root given instead of a config: how to read i
 
 def config_for_target(target: Path, data_root: str | None):
     """A config file as is, or a dataset root read with the matching dataset fragment."""
+    from seglab import REPO_ROOT
     from seglab.config import load_config
 
     if target.is_dir():
@@ -176,8 +177,7 @@ def config_for_target(target: Path, data_root: str | None):
         if fragment is None:
             raise UserError(f"{target}: not a config and not a VOC2012 or ADEChallengeData2016 "
                             "folder. Fix: pass the config that reads it, with --data-root.")
-        repo = Path(__file__).resolve().parents[2]
-        return load_config(repo / fragment, data_root=str(target))
+        return load_config(REPO_ROOT / fragment, data_root=str(target))
     return load_config(target, data_root=data_root)
 
 
