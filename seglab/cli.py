@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         "from the config (what a new LR or warm-up needs; --resume ignores them)")
     parser.add_argument("--overwrite", action="store_true",
                         help="start a new run even if the work dir holds checkpoints")
+    parser.add_argument("--ignore-doctor-errors", action="store_true",
+                        help="train even when `seglab doctor` reports errors in the config")
     parser.add_argument("--tmux", action="store_true",
                         help="run in a detached tmux session, logged under the work dir")
     parser.add_argument("--gpus", type=int, default=1,
@@ -71,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
-          finetune_from=args.finetune_from)
+          finetune_from=args.finetune_from, ignore_doctor_errors=args.ignore_doctor_errors)
     return 0
 
 
@@ -134,6 +137,20 @@ def cmd_data_doctor(args: argparse.Namespace) -> int:
     if args.json:
         write_json(result, Path(args.json))
     return 1 if result["errors"] else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from seglab.config import load_config
+    from seglab.doctor import examine_config, report_text
+
+    cfg = load_config(args.config, args.cfg_options, args.data_root)
+    report = examine_config(cfg, args.config, args.gpus)
+    print(report_text(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1))
+    return 1 if report.errors else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -234,6 +251,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the machine-readable report here")
     p.set_defaults(func=cmd_data_doctor)
 
+    p = sub.add_parser("doctor", help="check a config for known mistakes and print the "
+                       "dry-run plan (seconds, no GPU, no images read); exit 1 on errors")
+    p.add_argument("config")
+    p.add_argument("--gpus", type=int, help="processes the run will use (default: the "
+                   "config's gpu_count, else 1)")
+    p.add_argument("--data-root", help="count the dataset found here")
+    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    p.add_argument("--json", help="also write the report as JSON here")
+    p.set_defaults(func=cmd_doctor)
+
     config = sub.add_parser("config", help="inspect resolved configs").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND")
     p = config.add_parser("show", help="print the fully resolved config (_base_ chain and "
@@ -272,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # mmengine 0.10.7 imports pkg_resources (pinned setuptools keeps it); not the user's concern
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

@@ -61,6 +61,7 @@ def train(
     launcher: str = "none",
     overwrite: bool = False,
     finetune_from: str | None = None,
+    ignore_doctor_errors: bool = False,
 ) -> Runner:
     """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir.
 
@@ -71,6 +72,8 @@ def train(
     """
     cfg = load_config(config, cfg_options, data_root)
     _set_work_dir(cfg, config, work_dir)
+    # the config as written (before --resume/--finetune-from set load_from)
+    plan, warnings = _run_doctor(cfg, config, launcher, ignore_doctor_errors)
     existing = _existing_checkpoints(cfg.work_dir)
     if isinstance(resume, str):
         if not osp.isfile(resume):
@@ -97,16 +100,38 @@ def train(
             "--resume to continue that run, --work-dir NEW_DIR for a new one, or --overwrite."
         )
     resume_from = cfg.load_from if resume else None
-    warnings = _resume_warnings(cfg, resume_from, finetune_from)
+    warnings += _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
     notes = _prepare(cfg, launcher) + _add_guard_hooks(cfg)
     runner = _build_runner(cfg)
     _log_notes(notes)
+    print_log(plan, logger="current")
     for line in warnings:
         print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
     runner.train()
     return runner
+
+
+def _run_doctor(cfg: Config, config: str, launcher: str,
+                ignore_errors: bool) -> tuple[str, list[str]]:
+    """Run ``seglab doctor`` on the resolved config; refuse errors unless told otherwise.
+
+    Returns the dry-run plan and the findings to log once the run's logger exists.
+    """
+    from seglab.doctor import examine_config, plan_text
+
+    world = int(os.environ.get("WORLD_SIZE", "1")) if launcher != "none" else 1
+    report = examine_config(cfg, config, gpus=world)
+    lines = [f"{f.severity.upper()} [{f.rule}] {f.key}: {f.message}. Fix: {f.fix}"
+             for f in report.findings if f.severity != "info"]
+    if report.errors and not ignore_errors:
+        raise ConfigError(
+            f"seglab doctor found {len(report.errors)} error(s) in {config}:\n  "
+            + "\n  ".join(lines[:len(report.errors)])
+            + "\nFix them, or pass --ignore-doctor-errors to train anyway.")
+    plan = "seglab doctor plan:\n" + "\n".join(plan_text(report.plan))
+    return plan, [f"doctor: {line}" for line in lines]
 
 
 def _add_guard_hooks(cfg: Config) -> list[str]:

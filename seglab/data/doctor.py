@@ -128,10 +128,21 @@ def examine_dataset(spec: DatasetSpec) -> DatasetReport:
     return report
 
 
+def probe_dataset(leaf):
+    """mmseg's dataset object for a leaf dataset config, without reading any file.
+
+    ``lazy_init`` resolves prefixes, suffixes, classes and ``reduce_zero_label``
+    exactly as training will; the caller's default scope must be mmseg's.
+    """
+    from mmseg.registry import DATASETS
+
+    kwargs = {k: v for k, v in leaf.items() if k not in ("type", "_scope_")}
+    return DATASETS.get(leaf.type)(**{**kwargs, "lazy_init": True, "pipeline": []})
+
+
 def specs_from_config(cfg) -> list[DatasetSpec]:
     """The leaf datasets of the train and val dataloaders, resolved as mmseg reads them."""
     from mmengine.registry import init_default_scope
-    from mmseg.registry import DATASETS
 
     from seglab.config import leaf_datasets
 
@@ -139,9 +150,7 @@ def specs_from_config(cfg) -> list[DatasetSpec]:
     specs = []
     for split in ("train", "val"):
         for i, leaf in enumerate(leaf_datasets(cfg[f"{split}_dataloader"].dataset)):
-            dataset_cls = DATASETS.get(leaf.type)
-            kwargs = {k: v for k, v in leaf.items() if k not in ("type", "_scope_")}
-            probe = dataset_cls(**{**kwargs, "lazy_init": True, "pipeline": []})
+            probe = probe_dataset(leaf)
             ann_path = Path(probe.ann_file) if leaf.get("ann_file") else None
             if ann_path is not None and not ann_path.is_file():
                 raise UserError(f"{split} dataset: split list {ann_path} not found. Fix: "
