@@ -46,6 +46,10 @@ def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="start a new run even if the work dir holds checkpoints")
     parser.add_argument("--ignore-doctor-errors", action="store_true",
                         help="train even when `seglab doctor` reports errors in the config")
+    parser.add_argument("--min-pretrained-coverage", type=float, default=None, metavar="F",
+                        help="stop before step 1 when less than this fraction of the backbone "
+                        "(or, with load_from, the model) came from its checkpoint "
+                        "(default 0.9; 0 turns the check off)")
     parser.add_argument("--tmux", action="store_true",
                         help="run in a detached tmux session, logged under the work dir")
     parser.add_argument("--gpus", type=int, default=1,
@@ -74,7 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
-          finetune_from=args.finetune_from, ignore_doctor_errors=args.ignore_doctor_errors)
+          finetune_from=args.finetune_from, ignore_doctor_errors=args.ignore_doctor_errors,
+          **({} if args.min_pretrained_coverage is None
+             else {"min_pretrained_coverage": args.min_pretrained_coverage}))
     return 0
 
 

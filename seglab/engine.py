@@ -17,6 +17,7 @@ from mmengine.runner import Runner
 from seglab import register  # noqa: F401  (safe checkpoint loader, CPU DDP)
 from seglab.checkpoint import latest_loadable_checkpoint
 from seglab.config import ConfigError, adapt_to_device, default_work_dir, load_config
+from seglab.coverage import DEFAULT_MIN_COVERAGE
 from seglab.distributed import init_cpu_process_group
 
 
@@ -62,6 +63,7 @@ def train(
     overwrite: bool = False,
     finetune_from: str | None = None,
     ignore_doctor_errors: bool = False,
+    min_pretrained_coverage: float = DEFAULT_MIN_COVERAGE,
 ) -> Runner:
     """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir.
 
@@ -103,7 +105,7 @@ def train(
     warnings += _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
-    notes = _prepare(cfg, launcher) + _add_guard_hooks(cfg)
+    notes = _prepare(cfg, launcher) + _add_guard_hooks(cfg, min_pretrained_coverage)
     runner = _build_runner(cfg)
     _log_notes(notes)
     print_log(plan, logger="current")
@@ -134,14 +136,22 @@ def _run_doctor(cfg: Config, config: str, launcher: str,
     return plan, [f"doctor: {line}" for line in lines]
 
 
-def _add_guard_hooks(cfg: Config) -> list[str]:
-    """Every seglab training run stops at the first NaN/Inf (configs may inherit mmseg's
-    own runtime, which has no such hook)."""
+def _add_hook(cfg: Config, hook: dict[str, Any], note: str) -> list[str]:
+    """Append ``hook`` to ``custom_hooks`` unless the config already has one of its type."""
     hooks = list(cfg.get("custom_hooks", []))
-    if any(h.get("type") == "NonFiniteLossHook" for h in hooks):
+    if any(h.get("type") == hook["type"] for h in hooks):
         return []
-    cfg.custom_hooks = [*hooks, dict(type="NonFiniteLossHook")]
-    return ["custom_hooks += NonFiniteLossHook (stops at the first NaN/Inf loss)"]
+    cfg.custom_hooks = [*hooks, hook]
+    return [f"custom_hooks += {hook['type']} ({note})"]
+
+
+def _add_guard_hooks(cfg: Config, min_pretrained_coverage: float) -> list[str]:
+    """Every seglab training run stops at the first NaN/Inf and checks what the pretrained
+    weights covered (configs may inherit mmseg's own runtime, which has neither)."""
+    return (_add_hook(cfg, dict(type="NonFiniteLossHook"), "stops at the first NaN/Inf loss")
+            + _add_hook(cfg, dict(type="PretrainedCoverageHook",
+                                  min_coverage=min_pretrained_coverage),
+                        f"stops below {min_pretrained_coverage:.0%} pretrained coverage"))
 
 
 def _resume_warnings(cfg: Config, resume_from: str | None,

@@ -19,6 +19,8 @@ class TrainingDiverged(UserError):
 
 
 def _is_finite(value: Any) -> bool:
+    if hasattr(value, "detach"):
+        value = value.detach()  # a loss tensor still attached to the graph
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
