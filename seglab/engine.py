@@ -149,6 +149,7 @@ def _add_guard_hooks(cfg: Config, min_pretrained_coverage: float) -> list[str]:
     """Every seglab training run stops at the first NaN/Inf and checks what the pretrained
     weights covered (configs may inherit mmseg's own runtime, which has neither)."""
     return (_add_hook(cfg, dict(type="NonFiniteLossHook"), "stops at the first NaN/Inf loss")
+            + _add_hook(cfg, dict(type="RNGStateHook"), "--resume continues the random streams")
             + _add_hook(cfg, dict(type="PretrainedCoverageHook",
                                   min_coverage=min_pretrained_coverage),
                         f"stops below {min_pretrained_coverage:.0%} pretrained coverage"))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
@@ -83,3 +86,68 @@ class NonFiniteLossHook(Hook):
     def _last_checkpoint(runner) -> str:
         pointer = Path(runner.work_dir) / "last_checkpoint"
         return pointer.read_text().strip() if pointer.is_file() else "(none yet)"
+
+
+RNG_KEY = "seglab_rng_state"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Torch (CPU and CUDA), NumPy and Python RNG states, in types ``weights_only`` loads."""
+    np_state = np.random.get_state(legacy=False)
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                       "pos": int(np_state["state"]["pos"]),
+                       "has_gauss": int(np_state["has_gauss"]),
+                       "gauss": float(np_state["gauss"])},
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": np_state["key"].numpy().astype(np.uint32),
+                                   "pos": np_state["pos"]},
+                         "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]})
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Make ``--resume`` continue the random streams, not restart them.
+
+    mmengine's checkpoints keep the seed but not the generators' positions, so a
+    resumed run draws different dropout/drop-path masks and (with
+    ``num_workers=0``) different augmentations than the run it continues. This
+    saves every generator's state with each checkpoint and restores it on
+    resume; validation runs on a copy of the streams, so whether it ran
+    between the checkpoint and the next epoch changes nothing. With persistent
+    dataloader workers, the workers' own streams still restart on resume.
+    """
+
+    priority = "VERY_LOW"  # capture after every other hook has drawn its numbers
+
+    def __init__(self) -> None:
+        self._before_val: dict[str, Any] | None = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        # a best-checkpoint saved during validation keeps the training streams
+        checkpoint[RNG_KEY] = self._before_val or capture_rng_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if runner._resume and RNG_KEY in checkpoint:
+            restore_rng_state(checkpoint[RNG_KEY])
+
+    def before_val_epoch(self, runner) -> None:
+        self._before_val = capture_rng_state()
+
+    def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
+        if self._before_val is not None:
+            restore_rng_state(self._before_val)
+            self._before_val = None

@@ -129,3 +129,31 @@ def test_resume_skips_a_stale_or_truncated_newest_file(tmp_path) -> None:
     assert latest_loadable_checkpoint(str(tmp_path)) == str(good)
     (tmp_path / "last_checkpoint").write_text("")  # a pointer cut short
     assert latest_loadable_checkpoint(str(tmp_path)) == str(good)
+
+
+def test_rng_state_survives_a_weights_only_checkpoint_and_validation(tmp_path) -> None:
+    import random
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from seglab.hooks import RNG_KEY, RNGStateHook, capture_rng_state, restore_rng_state
+
+    def draws() -> tuple:
+        return torch.rand(4).tolist(), np.random.rand(4).tolist(), random.random()
+
+    hook, runner = RNGStateHook(), SimpleNamespace(_resume=True)
+    checkpoint: dict = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    expected = draws()
+    torch.save(checkpoint, tmp_path / "ckpt.pth")
+    hook.after_load_checkpoint(runner, load_checkpoint_file(str(tmp_path / "ckpt.pth")))
+    assert draws() == expected and RNG_KEY in checkpoint
+
+    state = capture_rng_state()
+    expected = draws()  # what training draws next when nothing runs in between
+    restore_rng_state(state)
+    hook.before_val_epoch(runner)
+    draws(), draws()  # whatever validation consumes
+    hook.after_val_epoch(runner)
+    assert draws() == expected

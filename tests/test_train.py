@@ -270,3 +270,45 @@ def test_nan_in_one_loss_term_stops_with_the_term_named(voc_root, tmp_path, monk
                if v.is_floating_point())
     record = json.loads((tmp_path / f"nonfinite_iter_{ipe + 3}.json").read_text())
     assert record["terms"] == ["decode.loss_ce", "loss"] and len(record["img_paths"]) == BATCH
+
+
+def _final_weights(work_dir: Path, epoch: int) -> dict[str, torch.Tensor]:
+    from seglab.checkpoint import load_checkpoint_file
+
+    return load_checkpoint_file(str(work_dir / f"epoch_{epoch}.pth"))["state_dict"]
+
+
+def test_kill9_at_a_random_step_then_resume_gives_bitwise_identical_weights(
+        voc_root, tmp_path) -> None:
+    """Same weights as an uninterrupted run: data order, augmentation, dropout/drop-path
+    and the optimizer all continue where the checkpoint left them."""
+    import random
+
+    epochs = 4
+    args = ["--data-root", str(voc_root), "--cfg-options", f"train_cfg.max_epochs={epochs}",
+            "train_cfg.val_interval=2", "train_dataloader.dataset.indices=48",
+            "val_dataloader.dataset.indices=4", "train_dataloader.persistent_workers=False",
+            "randomness.seed=7", "randomness.deterministic=True"]
+    straight = run_cli("train", str(VOC_DEMO), "--work-dir", str(tmp_path / "straight"), *args)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seglab.cli", "train", str(VOC_DEMO), "--work-dir", str(killed),
+         *args], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    delay = random.Random().uniform(0.0, 4.0)
+    try:
+        _wait_for(lambda: (killed / "last_checkpoint").exists(), 600, "a first checkpoint")
+        time.sleep(delay)
+        assert proc.poll() is None, f"run finished before the kill (delay {delay:.2f} s)"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    resumed = run_cli("train", str(VOC_DEMO), "--work-dir", str(killed), "--resume", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    a, b = _final_weights(tmp_path / "straight", epochs), _final_weights(killed, epochs)
+    assert a.keys() == b.keys()
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differing, f"killed after {delay:.2f} s: {len(differing)} tensors differ"
