@@ -19,6 +19,7 @@ from seglab.checkpoint import latest_loadable_checkpoint
 from seglab.config import ConfigError, adapt_to_device, default_work_dir, load_config
 from seglab.coverage import DEFAULT_MIN_COVERAGE
 from seglab.distributed import init_cpu_process_group
+from seglab.fast_resume import use_fast_resume
 
 
 def _build_runner(cfg: Config) -> Runner:
@@ -105,7 +106,8 @@ def train(
     warnings += _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
-    notes = _prepare(cfg, launcher) + _add_guard_hooks(cfg, min_pretrained_coverage)
+    notes = (_prepare(cfg, launcher) + use_fast_resume(cfg)
+             + _add_guard_hooks(cfg, min_pretrained_coverage))
     runner = _build_runner(cfg)
     _log_notes(notes)
     print_log(plan, logger="current")

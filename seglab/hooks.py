@@ -118,6 +118,24 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def align_sampler_seed(runner) -> None:
+    """Give the train sampler the resumed run's seed.
+
+    mmengine builds the train dataloader before ``resume`` reads the checkpoint's
+    seed, so without ``randomness.seed`` in the config a resumed run shuffles
+    with a new random seed: different batches than the run it continues.
+    """
+    sampler = getattr(runner.train_dataloader, "sampler", None)
+    if (not runner._resume or getattr(sampler, "seed", runner.seed) == runner.seed
+            or runner._randomness_cfg.get("diff_rank_seed", False)):
+        return
+    print_log(f"seglab: train sampler seed {sampler.seed} -> {runner.seed} (the resumed "
+              "run's), so the data order continues", logger="current")
+    sampler.seed = runner.seed
+    if hasattr(sampler, "_indices_of_rank"):  # InfiniteSampler made its stream at build time
+        sampler.indices = sampler._indices_of_rank()
+
+
 @HOOKS.register_module()
 class RNGStateHook(Hook):
     """Make ``--resume`` continue the random streams, not restart them.
@@ -127,8 +145,9 @@ class RNGStateHook(Hook):
     ``num_workers=0``) different augmentations than the run it continues. This
     saves every generator's state with each checkpoint and restores it on
     resume; validation runs on a copy of the streams, so whether it ran
-    between the checkpoint and the next epoch changes nothing. With persistent
-    dataloader workers, the workers' own streams still restart on resume.
+    between the checkpoint and the next epoch changes nothing; the train
+    sampler takes the resumed run's seed. With persistent dataloader workers,
+    the workers' own streams still restart on resume.
     """
 
     priority = "VERY_LOW"  # capture after every other hook has drawn its numbers
@@ -143,6 +162,9 @@ class RNGStateHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if runner._resume and RNG_KEY in checkpoint:
             restore_rng_state(checkpoint[RNG_KEY])
+
+    def before_train(self, runner) -> None:
+        align_sampler_seed(runner)
 
     def before_val_epoch(self, runner) -> None:
         self._before_val = capture_rng_state()

@@ -3,8 +3,9 @@
 ``custom_imports = dict(imports=['seglab.register'], allow_failed_imports=False)``
 """
 
-# registrations: CPUAwareDDP; FocalLoss CPU fix; NonFiniteLossHook, PretrainedCoverageHook
-from seglab import coverage, distributed, hooks, losses  # noqa: F401
+# registrations: CPUAwareDDP; FocalLoss CPU fix; NonFiniteLossHook, RNGStateHook,
+# PretrainedCoverageHook; ResumableIterBasedTrainLoop + ResumableInfiniteSampler
+from seglab import coverage, distributed, fast_resume, hooks, losses  # noqa: F401
 from seglab.checkpoint import install_safe_local_loader
 
 install_safe_local_loader()
