@@ -480,6 +480,8 @@ def classes_and_labels(facts: Facts) -> Iterator[ConfigFinding]:
             f"{dataset_type} with reduce_zero_label={reduce_zero}: {why}, so every label is "
             "off by one", f"reduce_zero_label={expected}")
     for loader in ("train_dataloader", "val_dataloader"):
+        if not facts.cfg.get(loader):
+            continue  # a run without validation
         for leaf in leaf_datasets(facts.cfg[loader].dataset):
             for i, step in enumerate(leaf.get("pipeline") or []):
                 value = step.get("reduce_zero_label")

@@ -191,3 +191,10 @@ def test_train_refuses_doctor_errors_before_building(voc_root: Path, tmp_path: P
     run["cfg_options"]["train_dataloader.dataset.indices"] = 16
     train(str(VOC_DEMO), work_dir=str(tmp_path / "forced"), ignore_doctor_errors=True, **run)
     assert (tmp_path / "forced" / "epoch_1.pth").is_file()
+
+
+def test_a_run_without_validation_is_examined(tmp_path: Path) -> None:
+    body = ("val_dataloader = None\nval_cfg = None\nval_evaluator = None\n"
+            "default_hooks = dict(checkpoint=dict(save_best=None))")
+    report = examine_config(load_config(write_config(tmp_path, UPERNET_VOC, body)), "x")
+    assert report.plan.val_every == "no validation" and not report.errors
