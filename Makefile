@@ -10,8 +10,9 @@ env:  ## create .venv with the pinned stack (mmcv wheel built once, then cached)
 demo: env  ## generate a small VOC-layout dataset, train, test, print the per-class table
 	$(BIN)/seglab demo
 
-test: env  ## the test suite (what .ci/run runs)
+test: env  ## the test suite (what .ci/run runs); Chromium for the report screenshot test
+	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest
 
 lint: env
-	$(BIN)/ruff check seglab tests tools
+	$(BIN)/ruff check seglab tests tools scripts

@@ -159,6 +159,35 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if report.errors else 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import time
+
+    from seglab.report import build_report
+
+    start = time.perf_counter()
+    html_path, md_path = build_report(args.work_dir, overlays=args.overlays, worst=args.worst)
+    print(f"seglab report: {html_path} ({html_path.stat().st_size / 1024:.0f} KiB) and "
+          f"{md_path.name} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from seglab.compare import run_compare
+
+    print(run_compare(args.runs, threshold=args.threshold, out=args.out), end="")
+    if args.out:
+        print(f"seglab compare: written to {args.out}")
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from seglab.infer import run_infer
+
+    run_infer(args.config, args.checkpoint, args.images, args.out,
+              batch_size=args.batch_size, overwrite=args.overwrite)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from seglab.demo import run_demo
 
@@ -266,6 +295,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
     p.add_argument("--json", help="also write the report as JSON here")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("report", help="one self-contained HTML + Markdown report of a run")
+    p.add_argument("work_dir")
+    p.add_argument("--overlays", type=int, default=6,
+                   help="validation images drawn as image | truth | prediction (0: none)")
+    p.add_argument("--worst", type=int, default=10, help="worst classes listed with their "
+                   "most-confused classes")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("compare", help="per-class deltas, summaries, curves and config diff "
+                       "of runs (work dirs, records, logs or pasted tables)")
+    p.add_argument("runs", nargs="+", help="work dir, class_metrics/*.json, or a text file "
+                   "with tools/test.py's table (FILE#N: its N-th table); the first is the "
+                   "baseline")
+    p.add_argument("--threshold", type=float, default=1.0,
+                   help="IoU points from which a change is flagged (default 1.0)")
+    p.add_argument("--out", help="also write the comparison here (.html with curves, or .md)")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("infer", help="index masks and overlays for any images")
+    p.add_argument("config")
+    p.add_argument("checkpoint")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_infer)
 
     config = sub.add_parser("config", help="inspect resolved configs").add_subparsers(
         dest="config_command", required=True, metavar="CONFIG_COMMAND")

@@ -37,6 +37,9 @@ def run_demo(data_dir: str = "data/synth", work_dir: str | None = None) -> dict[
     train_log_dir = runner.log_dir
     checkpoint = best_checkpoint(work_dir)
     metrics = test(str(DEMO_CONFIG), checkpoint, work_dir=work_dir, data_root=str(summary.root))
+    from seglab.report import build_report
+
+    report, _ = build_report(work_dir)
     minutes = (time.monotonic() - start) / 60
     print(
         "\n".join([
@@ -50,6 +53,7 @@ def run_demo(data_dir: str = "data/synth", work_dir: str | None = None) -> dict[
             f"  checkpoint     {checkpoint}",
             f"  training log   {osp.join(train_log_dir, osp.basename(train_log_dir) + '.log')}",
             f"  TensorBoard    tensorboard --logdir {osp.join(train_log_dir, 'vis_data')}",
+            f"  report         {report} (per-class table, curves, confusions, overlays)",
             f"  resume         seglab train {DEMO_CONFIG.relative_to(REPO_ROOT)} "
             f"--work-dir {work_dir} --resume",
         ]),

@@ -106,7 +106,7 @@ def train(
     warnings += _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
-    notes = (_prepare(cfg, launcher) + use_fast_resume(cfg)
+    notes = (_prepare(cfg, launcher) + use_fast_resume(cfg) + _use_class_metrics(cfg)
              + _add_guard_hooks(cfg, min_pretrained_coverage))
     runner = _build_runner(cfg)
     _log_notes(notes)
@@ -145,6 +145,18 @@ def _add_hook(cfg: Config, hook: dict[str, Any], note: str) -> list[str]:
         return []
     cfg.custom_hooks = [*hooks, hook]
     return [f"custom_hooks += {hook['type']} ({note})"]
+
+
+def _use_class_metrics(cfg: Config) -> list[str]:
+    """Evaluate with ``ClassIoUMetric`` (mmseg's numbers + the per-class record) and record it."""
+    from seglab.metrics import RECORD_DIR, swap_iou_metric
+
+    swapped = swap_iou_metric(cfg)
+    if not swapped:
+        return []
+    return [f"{swapped} IoUMetric -> ClassIoUMetric (same numbers, plus a confusion matrix)",
+            *_add_hook(cfg, dict(type="ClassMetricsHook"),
+                       f"per-class JSON/CSV in {RECORD_DIR}/, val/IoU/<class> scalars")]
 
 
 def _add_guard_hooks(cfg: Config, min_pretrained_coverage: float) -> list[str]:
@@ -205,7 +217,7 @@ def test(
     cfg = load_config(config, cfg_options, data_root)
     cfg.load_from = checkpoint
     _set_work_dir(cfg, config, work_dir)
-    notes = _prepare(cfg, launcher)
+    notes = _prepare(cfg, launcher) + _use_class_metrics(cfg)
     image_dir = trigger_visualization(cfg, show_dir) if show_dir else None
     runner = _build_runner(cfg)
     _log_notes(notes)

@@ -4,8 +4,9 @@
 """
 
 # registrations: CPUAwareDDP; FocalLoss CPU fix; NonFiniteLossHook, RNGStateHook,
-# PretrainedCoverageHook; ResumableIterBasedTrainLoop + ResumableInfiniteSampler
-from seglab import coverage, distributed, fast_resume, hooks, losses  # noqa: F401
+# PretrainedCoverageHook; ResumableIterBasedTrainLoop + ResumableInfiniteSampler;
+# ClassIoUMetric + ClassMetricsHook
+from seglab import coverage, distributed, fast_resume, hooks, losses, metrics  # noqa: F401
 from seglab.checkpoint import install_safe_local_loader
 
 install_safe_local_loader()

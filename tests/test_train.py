@@ -116,6 +116,8 @@ def test_cli_test_prints_per_class_table_and_saves_every_overlay(voc_two_epochs,
     overlays = list((Path(work_dir) / "vis").rglob("*.png"))
     assert len(overlays) == VAL_IMAGES
     assert f"{VAL_IMAGES} prediction overlays saved in {work_dir}/vis" in out.stdout
+    test_record = json.loads((Path(work_dir) / "class_metrics" / "test.json").read_text())
+    assert test_record["mode"] == "test" and len(test_record["classes"]) == VOC_CLASSES
     names, ious, miou = _parse_table(out.stdout)
     assert names == list(PascalVOCDataset.METAINFO["classes"])
     valid = [v for v in ious if v == v]
