@@ -45,10 +45,12 @@ def sparse_confusion(pred: torch.Tensor, label: torch.Tensor, num_classes: int,
     Rows are ground-truth classes plus one row for labels outside the classes
     (mmseg counts their predictions in the prediction area), columns predictions.
     """
-    mask = label != ignore_index
-    label, pred = label[mask].long(), pred[mask].long()
-    label = torch.where(label < num_classes, label, num_classes)
-    counts = torch.bincount(label * num_classes + pred, minlength=(num_classes + 1) * num_classes)
+    cells = (num_classes + 1) * num_classes
+    label, pred = label.long(), pred.long()
+    codes = torch.where(label < num_classes, label, num_classes) * num_classes + pred
+    # ignored pixels go to one extra bin that is dropped: no boolean-mask copies
+    codes = torch.where(label == ignore_index, cells, codes)
+    counts = torch.bincount(codes.flatten(), minlength=cells + 1)[:cells]
     index = torch.nonzero(counts).squeeze(1)
     return index.cpu().numpy().astype(np.int32), counts[index].cpu().numpy()
 
