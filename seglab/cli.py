@@ -50,6 +50,9 @@ def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                         help="stop before step 1 when less than this fraction of the backbone "
                         "(or, with load_from, the model) came from its checkpoint "
                         "(default 0.9; 0 turns the check off)")
+    parser.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
+                        help="a NaN/Inf loss or gradient stops the run (default), or skips "
+                        "that step (5 in a row stop it); the batch is saved either way")
     parser.add_argument("--tmux", action="store_true",
                         help="run in a detached tmux session, logged under the work dir")
     parser.add_argument("--gpus", type=int, default=1,
@@ -79,6 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
           finetune_from=args.finetune_from, ignore_doctor_errors=args.ignore_doctor_errors,
+          on_nonfinite=args.on_nonfinite,
           **({} if args.min_pretrained_coverage is None
              else {"min_pretrained_coverage": args.min_pretrained_coverage}))
     return 0

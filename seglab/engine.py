@@ -65,6 +65,7 @@ def train(
     finetune_from: str | None = None,
     ignore_doctor_errors: bool = False,
     min_pretrained_coverage: float = DEFAULT_MIN_COVERAGE,
+    on_nonfinite: str = "stop",
 ) -> Runner:
     """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir.
 
@@ -107,7 +108,7 @@ def train(
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
     notes = (_prepare(cfg, launcher) + use_fast_resume(cfg) + _use_class_metrics(cfg)
-             + _add_guard_hooks(cfg, min_pretrained_coverage))
+             + _add_guard_hooks(cfg, min_pretrained_coverage, on_nonfinite))
     runner = _build_runner(cfg)
     _log_notes(notes)
     print_log(plan, logger="current")
@@ -159,10 +160,19 @@ def _use_class_metrics(cfg: Config) -> list[str]:
                        f"per-class JSON/CSV in {RECORD_DIR}/, val/IoU/<class> scalars")]
 
 
-def _add_guard_hooks(cfg: Config, min_pretrained_coverage: float) -> list[str]:
-    """Every seglab training run stops at the first NaN/Inf and checks what the pretrained
-    weights covered (configs may inherit mmseg's own runtime, which has neither)."""
-    return (_add_hook(cfg, dict(type="NonFiniteLossHook"), "stops at the first NaN/Inf loss")
+def _add_guard_hooks(cfg: Config, min_pretrained_coverage: float,
+                     on_nonfinite: str = "stop") -> list[str]:
+    """Every seglab training run stops at the first NaN/Inf (or skips such steps, by policy)
+    and checks what the pretrained weights covered (configs may inherit mmseg's own
+    runtime, which has neither)."""
+    notes = []
+    if on_nonfinite == "skip" and cfg.optim_wrapper.get("type", "OptimWrapper") == "OptimWrapper":
+        cfg.optim_wrapper.type = "SkipNonFiniteOptimWrapper"
+        notes.append("optim_wrapper OptimWrapper -> SkipNonFiniteOptimWrapper (NaN/Inf "
+                     "gradients skip the step)")
+    what = ("skips NaN/Inf steps, stops after 5 in a row" if on_nonfinite == "skip"
+            else "stops at the first NaN/Inf loss")
+    return (notes + _add_hook(cfg, dict(type="NonFiniteLossHook", policy=on_nonfinite), what)
             + _add_hook(cfg, dict(type="RNGStateHook"), "--resume continues the random streams")
             + _add_hook(cfg, dict(type="PretrainedCoverageHook",
                                   min_coverage=min_pretrained_coverage),

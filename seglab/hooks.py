@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 from pathlib import Path
@@ -12,7 +13,8 @@ import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.registry import HOOKS
+from mmengine.optim import OptimWrapper
+from mmengine.registry import HOOKS, OPTIM_WRAPPERS
 
 from seglab.errors import UserError
 
@@ -30,22 +32,57 @@ def _is_finite(value: Any) -> bool:
         return True  # not a number (e.g. a list of accuracies): not ours to judge
 
 
+@OPTIM_WRAPPERS.register_module()
+class SkipNonFiniteOptimWrapper(OptimWrapper):
+    """``OptimWrapper`` that leaves the weights alone when a gradient is NaN/Inf.
+
+    What AMP's loss scaler does for fp16 overflow, for fp32 runs: the step is
+    skipped (gradients are zeroed as usual), ``skipped_steps`` counts it, and
+    ``NonFiniteLossHook(policy='skip')`` decides when skipping becomes divergence.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.skipped_steps = 0
+        self.last_step_skipped = False
+
+    def step(self, **kwargs: Any) -> None:
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]
+                 if p.grad is not None]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        self.last_step_skipped = not finite
+        if finite:
+            super().step(**kwargs)
+        else:
+            self.skipped_steps += 1
+
+
 @HOOKS.register_module()
 class NonFiniteLossHook(Hook):
     """Stop at the first non-finite loss term or gradient norm (seed 000 V1.3).
 
     Names the term, saves the batch's image paths next to the checkpoints, and
     raises before the epoch's checkpoint is written, so the newest checkpoint on
-    disk is the last good one. Under AMP, the dynamic loss scaler skips steps
-    whose gradients overflow (normal, logged); only ``amp_patience`` non-finite
-    iterations in a row count as divergence.
+    disk is the last good one. Steps whose update was skipped are tolerated up
+    to ``patience`` in a row: under AMP, the dynamic loss scaler skips steps
+    whose gradients overflow (normal); with ``policy='skip'``,
+    ``SkipNonFiniteOptimWrapper`` skips non-finite steps in fp32 runs and every
+    skipped batch is saved for inspection.
     """
 
     priority = "VERY_HIGH"  # before CheckpointHook and LoggerHook see the iteration
 
-    def __init__(self, amp_patience: int = 5) -> None:
-        self.amp_patience = amp_patience
+    def __init__(self, policy: str = "stop", patience: int = 5) -> None:
+        if policy not in ("stop", "skip"):
+            raise ValueError(f"NonFiniteLossHook policy={policy!r}: use 'stop' or 'skip'")
+        self.policy, self.patience = policy, patience
         self._streak = 0
+
+    def _step_was_skipped(self, runner) -> bool:
+        wrapper = runner.optim_wrapper
+        if type(wrapper).__name__ == "AmpOptimWrapper":
+            return True  # the scaler skips non-finite steps itself
+        return self.policy == "skip" and getattr(wrapper, "last_step_skipped", False)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: dict | None = None) -> None:
@@ -58,11 +95,11 @@ class NonFiniteLossHook(Hook):
             self._streak = 0
             return
         self._streak += 1
-        amp = type(runner.optim_wrapper).__name__ == "AmpOptimWrapper"
-        if amp and self._streak < self.amp_patience:
-            print_log(f"seglab: non-finite {', '.join(bad)} at iter {runner.iter + 1} under AMP; "
-                      f"the loss scaler skips this step ({self._streak}/{self.amp_patience})",
-                      logger="current")
+        if self._step_was_skipped(runner) and self._streak < self.patience:
+            saved = self._save_batch(runner, data_batch, bad)
+            print_log(f"seglab: non-finite {', '.join(bad)} at iter {runner.iter + 1}; the "
+                      f"step was skipped ({self._streak}/{self.patience} in a row), batch "
+                      f"listed in {saved}", logger="current", level=logging.WARNING)
             return
         saved = self._save_batch(runner, data_batch, bad)
         raise TrainingDiverged(

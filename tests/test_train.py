@@ -314,3 +314,25 @@ def test_kill9_at_a_random_step_then_resume_gives_bitwise_identical_weights(
     assert a.keys() == b.keys()
     differing = [k for k in a if not torch.equal(a[k], b[k])]
     assert not differing, f"killed after {delay:.2f} s: {len(differing)} tensors differ"
+
+
+def test_skip_policy_skips_the_nan_step_and_finishes(voc_root, tmp_path, monkeypatch) -> None:
+    from mmseg.models.losses import CrossEntropyLoss
+
+    calls, ipe = [0], iters_per_epoch(48)
+    original = CrossEntropyLoss.forward
+
+    def nan_once(self, *args, **kwargs):
+        calls[0] += 1
+        loss = original(self, *args, **kwargs)
+        return loss * float("nan") if calls[0] == ipe + 2 else loss
+
+    monkeypatch.setattr(CrossEntropyLoss, "forward", nan_once)
+    runner = engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
+                          on_nonfinite="skip",
+                          cfg_options={"train_cfg.max_epochs": 2, "train_cfg.val_interval": 10,
+                                       "train_dataloader.dataset.indices": 48})
+    assert runner.epoch == 2 and runner.optim_wrapper.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in runner.model.parameters())
+    record = json.loads((tmp_path / f"nonfinite_iter_{ipe + 2}.json").read_text())
+    assert "decode.loss_ce" in record["terms"]
