@@ -32,6 +32,11 @@ RECIPES = {
     ("ResNetV1c", "UPerHead", "PascalVOCDataset"):
         "upernet/upernet_r50_4xb4-40k_voc12aug-512x512.py",
     ("ResNetV1c", "UPerHead", "ADE20KDataset"): "upernet/upernet_r50_4xb4-160k_ade20k-512x512.py",
+    **{("ResNetV1c", head, dataset): f"{name}/{name}_r50-d8_4xb4-{length}-512x512.py"
+       for name, head in (("pspnet", "PSPHead"), ("deeplabv3", "ASPPHead"),
+                          ("deeplabv3plus", "DepthwiseSeparableASPPHead"), ("fcn", "FCNHead"))
+       for dataset, length in (("PascalVOCDataset", "40k_voc12aug"),
+                               ("ADE20KDataset", "80k_ade20k"))},
 }
 # Split sizes of the published datasets, used when the data is not on this machine.
 PUBLISHED_SIZES = {

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from seglab.config import ConfigError, load_config
-from seglab.doctor import examine_config
+from seglab.doctor import RECIPES, examine_config, load_recipe
 from tests.conftest import REPO_ROOT, VOC_DEMO, run_cli, short_run
 
 CONFIGS = REPO_ROOT / "configs"
@@ -198,3 +198,9 @@ def test_a_run_without_validation_is_examined(tmp_path: Path) -> None:
             "default_hooks = dict(checkpoint=dict(save_best=None))")
     report = examine_config(load_config(write_config(tmp_path, UPERNET_VOC, body)), "x")
     assert report.plan.val_every == "no validation" and not report.errors
+
+
+@pytest.mark.parametrize("relative", sorted(set(RECIPES.values())))
+def test_every_recipe_is_a_config_mmseg_ships(relative: str) -> None:
+    recipe = load_recipe(relative)
+    assert recipe.lr > 0 and recipe.total_batch == 16 and recipe.max_iters >= 40_000
