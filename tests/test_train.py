@@ -247,21 +247,26 @@ def test_finetune_above_the_last_lr_warns_loudly(voc_two_epochs) -> None:
     assert "can destroy it" in lr_jump_warning(saved, max(saved.last_lrs) * 10)
 
 
-def test_nan_in_one_loss_term_stops_with_the_term_named(voc_root, tmp_path, monkeypatch) -> None:
+def inject_nan_loss(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
+    """Make the decode head's cross-entropy NaN at its ``at_call``-th evaluation."""
     from mmseg.models.losses import CrossEntropyLoss
 
+    calls, original = [0], CrossEntropyLoss.forward
+
+    def nan_once(self, *args, **kwargs):
+        calls[0] += 1
+        loss = original(self, *args, **kwargs)
+        return loss * float("nan") if calls[0] == at_call else loss
+
+    monkeypatch.setattr(CrossEntropyLoss, "forward", nan_once)
+
+
+def test_nan_in_one_loss_term_stops_with_the_term_named(voc_root, tmp_path, monkeypatch) -> None:
     from seglab.checkpoint import load_checkpoint_file
     from seglab.hooks import TrainingDiverged
 
-    calls, ipe = [0], iters_per_epoch(TRAIN_IMAGES)
-    original = CrossEntropyLoss.forward
-
-    def nan_in_epoch_two(self, *args, **kwargs):
-        calls[0] += 1
-        loss = original(self, *args, **kwargs)
-        return loss * float("nan") if calls[0] == ipe + 3 else loss
-
-    monkeypatch.setattr(CrossEntropyLoss, "forward", nan_in_epoch_two)
+    ipe = iters_per_epoch(TRAIN_IMAGES)
+    inject_nan_loss(monkeypatch, at_call=ipe + 3)  # in epoch 2
     with pytest.raises(TrainingDiverged, match=r"decode\.loss_ce=nan") as err:
         engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
                      cfg_options={"train_cfg.max_epochs": 2, "train_cfg.val_interval": 10})
@@ -317,17 +322,8 @@ def test_kill9_at_a_random_step_then_resume_gives_bitwise_identical_weights(
 
 
 def test_skip_policy_skips_the_nan_step_and_finishes(voc_root, tmp_path, monkeypatch) -> None:
-    from mmseg.models.losses import CrossEntropyLoss
-
-    calls, ipe = [0], iters_per_epoch(48)
-    original = CrossEntropyLoss.forward
-
-    def nan_once(self, *args, **kwargs):
-        calls[0] += 1
-        loss = original(self, *args, **kwargs)
-        return loss * float("nan") if calls[0] == ipe + 2 else loss
-
-    monkeypatch.setattr(CrossEntropyLoss, "forward", nan_once)
+    ipe = iters_per_epoch(48)
+    inject_nan_loss(monkeypatch, at_call=ipe + 2)
     runner = engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
                           on_nonfinite="skip",
                           cfg_options={"train_cfg.max_epochs": 2, "train_cfg.val_interval": 10,
