@@ -51,6 +51,7 @@ PUBLISHED_SIZES = {
 METRIC_KEYS = {"mIoU": ("mIoU", "mAcc"), "mDice": ("mDice", "mAcc"),
                "mFscore": ("mFscore", "mPrecision", "mRecall", "mAcc")}
 WARMUP_TYPES = ("LinearLR", "ConstantLR", "ExponentialLR")
+BINARY_AUX_HEADS = ("STDCHead",)  # STDC's detail head predicts edges (2 classes) by design
 LR_RATIO_TOLERANCE = 2.0  # per-image LR further than 2x from the recipe's is flagged
 RESNET_V1C_CHECKPOINT = "open-mmlab://resnet50_v1c"
 
@@ -271,6 +272,7 @@ def load_recipe(relative: str) -> Recipe:
 def _recipe_for(cfg: Config, dataset_types: list[str]) -> Recipe | None:
     model = cfg.model
     head = model.get("decode_head") or {}
+    head = head[-1] if isinstance(head, (list, tuple)) else head  # cascade heads (OCRNet)
     key = (model.get("backbone", {}).get("type"), head.get("type"))
     matches = [path for (b, h, d), path in RECIPES.items() if (b, h) == key]
     exact = [RECIPES[(*key, d)] for d in dataset_types if (*key, d) in RECIPES]
@@ -470,6 +472,8 @@ def classes_and_labels(facts: Facts) -> Iterator[ConfigFinding]:
     first = facts.datasets[0]
     dataset_type, num_classes, reduce_zero = first.type, first.num_classes, first.reduce_zero_label
     for key, head in _heads(facts.cfg.model):
+        if head.get("type") in BINARY_AUX_HEADS:
+            continue
         if head.get("num_classes") not in (None, num_classes):
             yield ConfigFinding(
                 "error", "num-classes", f"{key}.num_classes",

@@ -86,9 +86,9 @@ def config_summary(cfg: Any) -> list[tuple[str, str]]:
     optimizer = cfg.get("optim_wrapper", {}).get("optimizer", {})
     schedulers = cfg.get("param_scheduler") or []
     schedulers = schedulers if isinstance(schedulers, (list, tuple)) else [schedulers]
+    heads = " + ".join(str(h.get("type")) for h in _decode_heads(model))
     return [
-        ("model", f"{model.get('type')}: {model.get('backbone', {}).get('type')} + "
-                  f"{model.get('decode_head', {}).get('type')}"),
+        ("model", f"{model.get('type')}: {model.get('backbone', {}).get('type')} + {heads}"),
         ("dataset", f"{dataset.get('type')} ({dataset.get('data_root', '')})"),
         ("batch per GPU", str(loader.get("batch_size"))),
         ("optimizer", f"{optimizer.get('type')} lr={optimizer.get('lr')} "
@@ -98,9 +98,17 @@ def config_summary(cfg: Any) -> list[tuple[str, str]]:
     ]
 
 
+def _decode_heads(model: Any) -> list[Any]:
+    heads = model.get("decode_head") or []
+    return list(heads) if isinstance(heads, (list, tuple)) else [heads]  # cascade: a list
+
+
 def _losses(model: Any) -> list[Any]:
-    losses = model.get("decode_head", {}).get("loss_decode", [])
-    return list(losses) if isinstance(losses, (list, tuple)) else [losses]
+    losses = []
+    for head in _decode_heads(model):
+        found = head.get("loss_decode", [])
+        losses += list(found) if isinstance(found, (list, tuple)) else [found]
+    return losses
 
 
 def checkpoints(work_dir: Path) -> tuple[Path | None, list[str]]:

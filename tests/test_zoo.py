@@ -83,3 +83,17 @@ def test_zoo_train_writes_its_config_once_and_never_over_an_edit(tmp_path) -> No
     with pytest.raises(UserError, match="will not overwrite"):
         zoo.write_zoo_config("fcn", tmp_path)
     assert path.read_text().endswith("# my edit\n")
+
+
+@pytest.mark.parametrize("family", [f for f in zoo.FAMILIES if not f.needs],
+                         ids=lambda f: f.name)
+def test_zoo_configs_pass_the_doctor(family: zoo.Family, tmp_path) -> None:
+    """`seglab zoo train` runs the doctor first: no family may be refused (OCRNet's cascade
+    heads, STDC's binary detail head and the rest)."""
+    from seglab.config import load_config
+    from seglab.doctor import examine_config
+
+    config = zoo.write_zoo_config(family.name, str(tmp_path / family.name))
+    report = examine_config(load_config(config), str(config), gpus=8)
+    assert not report.errors, [(f.rule, f.key, f.message) for f in report.errors]
+    assert report.plan.total_iters == report.plan.max_iters  # mmseg's iteration schedules
