@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import os.path as osp
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,10 @@ def _prepare(cfg: Config, launcher: str) -> list[str]:
     notes = adapt_to_device(cfg, launcher)
     if launcher == "pytorch" and not torch.cuda.is_available():
         init_cpu_process_group()  # mmengine's init_dist would call torch.cuda.set_device
+    if cfg.get("visualizer"):
+        # mmengine returns the existing visualizer of the same name, so a second run in one
+        # process (demo, sweeps, notebooks) would log its scalars into the first run's folder
+        cfg.visualizer.name = f"{cfg.visualizer.get('name', 'visualizer')}_{uuid.uuid4().hex[:8]}"
     return notes
 
 
