@@ -158,3 +158,9 @@ def latest_loadable_checkpoint(work_dir: str) -> str | None:
                 continue
             return candidate
     return None
+
+
+def best_or_latest_checkpoint(work_dir: str | Path) -> str | None:
+    """The ``save_best`` checkpoint, else the newest complete one (``None``: nothing)."""
+    best = sorted(Path(work_dir).glob("best_*.pth"))
+    return str(best[-1]) if best else latest_loadable_checkpoint(str(work_dir))

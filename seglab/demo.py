@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import glob
 import os.path as osp
 import time
-from pathlib import Path
 
 from seglab import REPO_ROOT
 
@@ -14,15 +12,13 @@ DEMO_DATA = {"num_train": 384, "num_val": 48, "seed": 0}
 
 
 def best_checkpoint(work_dir: str) -> str:
-    """The ``save_best`` checkpoint, else the newest epoch checkpoint."""
-    best = sorted(glob.glob(osp.join(work_dir, "best_*.pth")))
-    if best:
-        return best[-1]
-    epochs = sorted(glob.glob(osp.join(work_dir, "epoch_*.pth")),
-                    key=lambda p: int(Path(p).stem.split("_")[-1]))
-    if not epochs:
+    """The ``save_best`` checkpoint, else the newest one that loads."""
+    from seglab.checkpoint import best_or_latest_checkpoint
+
+    found = best_or_latest_checkpoint(work_dir)
+    if found is None:
         raise FileNotFoundError(f"no checkpoint in {work_dir}")
-    return epochs[-1]
+    return found
 
 
 def run_demo(data_dir: str = "data/synth", work_dir: str | None = None) -> dict[str, float]:

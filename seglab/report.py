@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from seglab import REPO_ROOT, render
+from seglab.checkpoint import best_or_latest_checkpoint
 from seglab.errors import UserError
 from seglab.results import RunResults, load_results
 
@@ -119,8 +120,8 @@ def checkpoints(work_dir: Path) -> tuple[Path | None, list[str]]:
     lines = [f"best: {p.name}" for p in best]
     if last is not None:
         lines.append(f"latest: {last.name}")
-    chosen = best[-1] if best else (last if last is not None and last.is_file() else None)
-    return chosen, lines
+    chosen = best_or_latest_checkpoint(work_dir)
+    return (Path(chosen) if chosen else None), lines
 
 
 def _sample_validation(cfg: Any, count: int) -> list[dict]:
