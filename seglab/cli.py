@@ -27,6 +27,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         "(overrides data_root in the config)")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="override config keys, e.g. train_cfg.max_epochs=2")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help="run on the CPU even though this machine has NVIDIA GPUs that "
+                        "torch cannot use (otherwise an error names the driver/CUDA problem)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
                         default="none", help="job launcher (tools/dist_train.sh sets pytorch)")
     # the deprecated torch.distributed.launch passes it; torchrun uses $LOCAL_RANK
@@ -53,6 +56,12 @@ def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
                         help="a NaN/Inf loss or gradient stops the run (default), or skips "
                         "that step (5 in a row stop it); the batch is saved either way")
+    parser.add_argument("--amp", action="store_true",
+                        help="automatic mixed precision, as mmseg's tools/train.py --amp "
+                        "(AmpOptimWrapper, dynamic loss scale; bf16 where the GPU has it)")
+    parser.add_argument("--amp-dtype", choices=["bf16", "fp16"],
+                        help="autocast dtype of an AMP run (with --amp, or for a config that "
+                        "enables AMP itself)")
     parser.add_argument("--tmux", action="store_true",
                         help="run in a detached tmux session, logged under the work dir")
     parser.add_argument("--gpus", type=int, default=1,
@@ -75,30 +84,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.tmux:
         from seglab.tmux import start_training_session
 
-        start_training_session(args.config, args.gpus, _forwarded_train_args(args.argv))
+        start_training_session(args.config, args.gpus, _forwarded_train_args(args))
         return 0
     from seglab.engine import train
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
           finetune_from=args.finetune_from, ignore_doctor_errors=args.ignore_doctor_errors,
-          on_nonfinite=args.on_nonfinite,
+          on_nonfinite=args.on_nonfinite, amp=args.amp, amp_dtype=args.amp_dtype,
+          allow_cpu=args.allow_cpu,
           **({} if args.min_pretrained_coverage is None
              else {"min_pretrained_coverage": args.min_pretrained_coverage}))
     return 0
 
 
-def _forwarded_train_args(argv: list[str]) -> list[str]:
-    """``seglab train`` arguments after the config, minus the tmux-only ones."""
-    rest = argv[argv.index("train") + 2:]
-    out, skip = [], False
-    for arg in rest:
-        if skip:
-            skip = False
-        elif arg == "--gpus":
-            skip = True
-        elif arg != "--tmux" and not arg.startswith("--gpus="):
-            out.append(arg)
+def _forwarded_train_args(args: argparse.Namespace) -> list[str]:
+    """The parsed ``seglab train`` options that differ from their defaults, as arguments that
+    parse back to the same values; CONFIG (dist_train.sh's own argument) and the options of the
+    launch itself (--tmux, --gpus, --launcher) left out.
+
+    Built from the parsed result, not sliced from argv: argv cannot tell CONFIG from the
+    options around it (``train --tmux CONFIG`` forwarded CONFIG twice). Every option of
+    ``train_parser`` is considered, so a new one is forwarded without a change here.
+    """
+    def cfg_option_text(value: object) -> str:
+        """What mmengine's ``DictAction`` parses back to ``value`` (its inverse)."""
+        if isinstance(value, list | tuple):
+            items = ",".join(cfg_option_text(v) for v in value)
+            return f"[{items}]" if isinstance(value, list) else f"({items})"
+        return repr(value) if isinstance(value, float) else str(value)
+
+    launch_only = {"help", "config", "tmux", "gpus", "launcher", "local_rank"}
+    out: list[str] = []
+    for action in train_parser()._actions:  # argparse has no public list of its actions
+        value = getattr(args, action.dest, action.default)
+        if action.dest in launch_only or value == action.default:
+            continue
+        flag = action.option_strings[0]
+        if action.nargs == 0 or value is True:  # a switch, or --resume without a path
+            out.append(flag)
+        elif isinstance(value, dict):  # --cfg-options
+            out += [flag, *(f"{k}={cfg_option_text(v)}" for k, v in value.items())]
+        else:  # one value; "=" so that a value starting with "-" stays a value
+            out.append(f"{flag}={value}")
     return out
 
 
@@ -106,7 +134,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     from seglab.engine import test
 
     test(args.config, args.checkpoint, work_dir=args.work_dir, show_dir=args.show_dir,
-         cfg_options=args.cfg_options, data_root=args.data_root, launcher=args.launcher)
+         cfg_options=args.cfg_options, data_root=args.data_root, launcher=args.launcher,
+         allow_cpu=args.allow_cpu)
     return 0
 
 

@@ -59,7 +59,7 @@ def set_data_root(cfg: Config, data_root: str) -> None:
             leaf.data_root = data_root
 
 
-def _replace_types(node: Any, old: str, new: str) -> int:
+def replace_types(node: Any, old: str, new: str) -> int:
     """Rename every ``type=old`` in a nested config; return how many were changed."""
     changed = 0
     if isinstance(node, dict):
@@ -67,10 +67,10 @@ def _replace_types(node: Any, old: str, new: str) -> int:
             node["type"] = new
             changed += 1
         for value in node.values():
-            changed += _replace_types(value, old, new)
+            changed += replace_types(value, old, new)
     elif isinstance(node, (list, tuple)):
         for value in node:
-            changed += _replace_types(value, old, new)
+            changed += replace_types(value, old, new)
     return changed
 
 
@@ -94,12 +94,60 @@ def adapt_to_device(cfg: Config, launcher: str) -> list[str]:
             type="CPUAwareDDP", broadcast_buffers=False,
             find_unused_parameters=cfg.get("find_unused_parameters", False))
         notes.append("model_wrapper_cfg.type=CPUAwareDDP (DDP without device_ids)")
-    if n := _replace_types(cfg.model, "SyncBN", "BN"):
+    if n := replace_types(cfg.model, "SyncBN", "BN"):
         notes.append(f"{n} SyncBN norm layer config(s) -> BN (SyncBN needs CUDA)")
     if cfg.get("optim_wrapper", {}).get("type") == "AmpOptimWrapper":
         cfg.optim_wrapper.type = "OptimWrapper"
         cfg.optim_wrapper.pop("loss_scale", None)
         notes.append("optim_wrapper AmpOptimWrapper -> OptimWrapper (fp16 AMP needs CUDA)")
+    return notes
+
+
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def default_amp_dtype() -> str:
+    """bf16 where the GPU has it (Ampere and newer: fp16's range, no loss-scale back-offs,
+    and Focal/Dice stay finite), else fp16."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float16"
+
+
+def enable_amp(cfg: Config, amp: bool = False, amp_dtype: str | None = None) -> list[str]:
+    """mmseg's ``tools/train.py --amp`` (``AmpOptimWrapper``, dynamic loss scale), plus
+    ``--amp-dtype bf16|fp16``; returns what was changed.
+
+    A config that already enables AMP keeps its dtype unless ``amp_dtype`` is given, so
+    a config reproduces its run; ``--amp`` alone picks :func:`default_amp_dtype`.
+    """
+    wrapper = cfg.optim_wrapper
+    kind = wrapper.get("type", "OptimWrapper")
+    notes, turned_on = [], False
+    if amp and kind == "AmpOptimWrapper":
+        notes.append("--amp: AMP is already enabled in the config")
+    elif amp:
+        if kind != "OptimWrapper":
+            raise ConfigError(
+                f"--amp: optim_wrapper.type is {kind!r}; mmseg's --amp only turns an "
+                "'OptimWrapper' into 'AmpOptimWrapper'. Fix: set optim_wrapper.type="
+                "'AmpOptimWrapper' in the config instead.")
+        wrapper.type, wrapper.loss_scale = "AmpOptimWrapper", "dynamic"
+        turned_on = True
+        notes.append("optim_wrapper OptimWrapper -> AmpOptimWrapper (--amp, dynamic loss scale)")
+    if wrapper.get("type") != "AmpOptimWrapper":
+        if amp_dtype is not None:
+            raise ConfigError(f"--amp-dtype {amp_dtype}: this config does not train with AMP. "
+                              "Fix: add --amp.")
+        return notes
+    if amp_dtype is not None:
+        dtype = AMP_DTYPES[amp_dtype]
+    elif turned_on:
+        dtype = default_amp_dtype()
+    else:
+        return notes
+    wrapper.dtype = dtype
+    notes.append(f"optim_wrapper.dtype={dtype!r} (autocast dtype)")
     return notes
 
 

@@ -8,7 +8,10 @@ wraps the model in ``CPUAwareDDP``. On GPUs neither is used.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from typing import Any
 
 import torch
@@ -39,3 +42,27 @@ def init_cpu_process_group(timeout_s: int = 1800) -> None:
         world_size=int(os.environ["WORLD_SIZE"]),
         timeout=timedelta(seconds=timeout_s),
     )
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_launcher() -> bool:
+    """Make this rank die when its torchrun agent does; return whether it was arranged.
+
+    torchrun starts each rank of a script in a session of its own, so ``kill -9`` of
+    ``tools/dist_train.sh`` (or of torchrun) leaves the ranks training on as orphans:
+    they hold the GPUs and keep writing checkpoints into the work dir that the next
+    ``--resume`` reads. Linux can send a signal to a process when its parent exits;
+    SIGKILL cannot be forwarded by torchrun, so the kernel does it. Checkpoints are
+    written atomically, so a rank killed mid-save leaves the previous one intact.
+    """
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return False
+    launcher = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return False
+    if os.getppid() != launcher:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True

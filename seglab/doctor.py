@@ -574,7 +574,9 @@ def loss_settings(facts: Facts) -> Iterator[ConfigFinding]:
                 "warning", "amp-losses", "optim_wrapper.type",
                 "fp16 AMP with Focal/Dice losses produced NaN losses in seed 000 v1.2; "
                 "seglab's NaN guard stops such a run and names the term, but the run is lost",
-                "optim_wrapper.dtype='bfloat16' (Ampere or newer), or train these losses in fp32")
+                "optim_wrapper.dtype='bfloat16' or `seglab train --amp-dtype bf16` (Ampere or "
+                "newer; seglab's FocalLoss computes bf16 through its PyTorch path, since "
+                "mmcv's kernel has no bf16), or train these losses in fp32")
 
 
 def _lr_for_batch(recipe: Recipe, total_batch: int) -> float:

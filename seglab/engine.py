@@ -17,10 +17,18 @@ from mmengine.runner import Runner
 
 from seglab import register  # noqa: F401  (safe checkpoint loader, CPU DDP)
 from seglab.checkpoint import latest_loadable_checkpoint
-from seglab.config import ConfigError, adapt_to_device, default_work_dir, load_config
+from seglab.config import (
+    ConfigError,
+    adapt_to_device,
+    default_work_dir,
+    enable_amp,
+    load_config,
+)
 from seglab.coverage import DEFAULT_MIN_COVERAGE
-from seglab.distributed import init_cpu_process_group
+from seglab.device import check_cuda_usable
+from seglab.distributed import die_with_launcher, init_cpu_process_group
 from seglab.fast_resume import use_fast_resume
+from seglab.mmcv_ops import check_mmcv_kernels
 
 
 def _build_runner(cfg: Config) -> Runner:
@@ -41,10 +49,19 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> None:
         cfg.work_dir = default_work_dir(config_path)
 
 
-def _prepare(cfg: Config, launcher: str) -> list[str]:
-    """Launcher and device fit shared by train and test; returns what was adapted."""
+def _prepare(cfg: Config, launcher: str, allow_cpu: bool = False) -> list[str]:
+    """Launcher and device fit shared by train and test; returns what was adapted.
+
+    Refuses, before anything is built, a GPU machine whose torch cannot use its GPUs
+    (unless ``allow_cpu``) and a config that needs an mmcv CUDA kernel this mmcv
+    was built without.
+    """
+    check_cuda_usable(allow_cpu)
+    check_mmcv_kernels(cfg, "cuda" if torch.cuda.is_available() else "cpu")
     cfg.launcher = launcher
     notes = adapt_to_device(cfg, launcher)
+    if launcher == "pytorch" and die_with_launcher():
+        notes.append("this rank is killed with its torchrun agent (no orphan after kill -9)")
     if launcher == "pytorch" and not torch.cuda.is_available():
         init_cpu_process_group()  # mmengine's init_dist would call torch.cuda.set_device
     if cfg.get("visualizer"):
@@ -71,15 +88,21 @@ def train(
     ignore_doctor_errors: bool = False,
     min_pretrained_coverage: float = DEFAULT_MIN_COVERAGE,
     on_nonfinite: str = "stop",
+    amp: bool = False,
+    amp_dtype: str | None = None,
+    allow_cpu: bool = False,
 ) -> Runner:
     """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir.
 
     ``finetune_from`` loads only the weights of a checkpoint and starts a fresh
     optimizer and schedule. Refuses, before building anything, to resume from
     nothing and to start a fresh run over an existing run's checkpoints (which it
-    would overwrite); says which changed settings a resume ignores.
+    would overwrite); says which changed settings a resume ignores. ``amp`` and
+    ``amp_dtype`` are mmseg's ``--amp`` and seglab's ``--amp-dtype bf16|fp16``;
+    ``allow_cpu`` trains on the CPU of a machine whose GPUs torch cannot use.
     """
     cfg = load_config(config, cfg_options, data_root)
+    amp_notes = enable_amp(cfg, amp, amp_dtype)
     _set_work_dir(cfg, config, work_dir)
     # the config as written (before --resume/--finetune-from set load_from)
     plan, warnings = _run_doctor(cfg, config, launcher, ignore_doctor_errors)
@@ -112,7 +135,8 @@ def train(
     warnings += _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
-    notes = (_prepare(cfg, launcher) + use_fast_resume(cfg) + _use_class_metrics(cfg)
+    notes = (amp_notes + _prepare(cfg, launcher, allow_cpu) + use_fast_resume(cfg)
+             + _use_class_metrics(cfg)
              + _add_guard_hooks(cfg, min_pretrained_coverage, on_nonfinite))
     runner = _build_runner(cfg)
     _log_notes(notes)
@@ -221,6 +245,7 @@ def test(
     cfg_options: dict[str, Any] | None = None,
     data_root: str | None = None,
     launcher: str = "none",
+    allow_cpu: bool = False,
 ) -> dict[str, float]:
     """Evaluate ``checkpoint`` on the config's test set; return the metrics.
 
@@ -232,7 +257,7 @@ def test(
     cfg = load_config(config, cfg_options, data_root)
     cfg.load_from = checkpoint
     _set_work_dir(cfg, config, work_dir)
-    notes = _prepare(cfg, launcher) + _use_class_metrics(cfg)
+    notes = _prepare(cfg, launcher, allow_cpu) + _use_class_metrics(cfg)
     image_dir = trigger_visualization(cfg, show_dir) if show_dir else None
     runner = _build_runner(cfg)
     _log_notes(notes)

@@ -34,18 +34,19 @@ def strip_pretrained(node: Any) -> None:
             strip_pretrained(value)
 
 
-def _shrink_pipeline(pipeline: list[dict]) -> None:
-    height, width = SMOKE_CROP
+def shrink_pipeline(pipeline: list[dict], crop: tuple[int, int]) -> None:
+    height, width = crop
     for step in pipeline:
         if "scale" in step and step["type"] in ("Resize", "RandomResize"):
             step["scale"] = (2 * width, height)
         if step["type"] == "RandomCrop":
-            step["crop_size"] = SMOKE_CROP
+            step["crop_size"] = crop
         if step["type"] == "Pad" and "size" in step:
-            step["size"] = SMOKE_CROP
+            step["size"] = crop
 
 
-def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int) -> None:
+def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int,
+                    crop: tuple[int, int] | None) -> None:
     leaves = leaf_datasets(dataset)
     for leaf in leaves:
         layout = DATASET_LAYOUTS.get(leaf.type)
@@ -53,23 +54,31 @@ def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int
             raise KeyError(f"no generated layout for dataset type {leaf.type!r}")
         leaf.data_root = data_roots[layout]
         leaf.indices = max(1, images // len(leaves))
-        _shrink_pipeline(leaf.pipeline)
+        if crop is not None:
+            shrink_pipeline(leaf.pipeline, crop)
 
 
 def smoke_config(cfg: Config, data_roots: dict[str, str], work_dir: str,
-                 iterations: int = 2, batch_size: int = 2) -> Config:
-    """Return ``cfg`` changed in place to train ``iterations`` steps and validate 2 images."""
+                 iterations: int = 2, batch_size: int | None = 2,
+                 crop: tuple[int, int] | None = SMOKE_CROP, num_workers: int = 0) -> Config:
+    """Return ``cfg`` changed in place to train ``iterations`` steps and validate 2 images.
+
+    ``crop=None`` and ``batch_size=None`` keep the config's own crop and per-GPU
+    batch (the device check runs configs at their real size).
+    """
     strip_pretrained(cfg.model)
     cfg.load_from, cfg.resume, cfg.work_dir = None, False, work_dir
-    cfg.model.data_preprocessor.size = SMOKE_CROP
+    if crop is not None:
+        cfg.model.data_preprocessor.size = crop
+    batch_size = batch_size or cfg.train_dataloader.batch_size
     for name, images in (("train_dataloader", iterations * batch_size),
                          ("val_dataloader", 2), ("test_dataloader", 2)):
         loader = cfg[name]
         loader.update(batch_size=batch_size if name == "train_dataloader" else 1,
-                      num_workers=0, persistent_workers=False,
+                      num_workers=num_workers, persistent_workers=False,
                       sampler=ConfigDict(type="DefaultSampler",
                                          shuffle=name == "train_dataloader"))
-        _shrink_dataset(loader.dataset, data_roots, images)
+        _shrink_dataset(loader.dataset, data_roots, images, crop)
     cfg.train_cfg = ConfigDict(type="EpochBasedTrainLoop", max_epochs=1, val_interval=1)
     cfg.default_hooks.checkpoint = ConfigDict(type="CheckpointHook", interval=-1,
                                               save_last=False)

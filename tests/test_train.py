@@ -139,6 +139,8 @@ def test_dist_train_runs_two_cpu_ranks(voc_root, tmp_path) -> None:
     # could only finish if both ranks took every step.
     assert state["meta"]["iter"] == iters_per_epoch(TRAIN_IMAGES, world_size=2)
     assert "dist_cfg=dict(backend='gloo')" in state["meta"]["cfg"]
+    # each rank's random streams, gathered while every rank was there (the save is rank 0's)
+    assert len(state["seglab_rng_state"]["ranks"]) == 2
 
 
 def test_dist_test_on_two_ranks_matches_single_process(voc_two_epochs, voc_root) -> None:
