@@ -80,7 +80,18 @@ def test_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argum
     return parser
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun, before anything slow: a rank never outlives its launcher."""
+    import os
+
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        from seglab.distributed import die_with_launcher
+
+        die_with_launcher()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    _die_with_launcher()
     if args.tmux:
         from seglab.tmux import start_training_session
 
@@ -131,6 +142,7 @@ def _forwarded_train_args(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    _die_with_launcher()
     from seglab.engine import test
 
     test(args.config, args.checkpoint, work_dir=args.work_dir, show_dir=args.show_dir,

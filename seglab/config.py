@@ -6,6 +6,7 @@ bad input costs seconds and names the file, key and fix.
 
 from __future__ import annotations
 
+import os
 import os.path as osp
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,8 @@ def adapt_to_device(cfg: Config, launcher: str) -> list[str]:
         notes.append(f"{n} SyncBN norm layer config(s) -> BN (SyncBN needs CUDA)")
     if cfg.get("optim_wrapper", {}).get("type") == "AmpOptimWrapper":
         cfg.optim_wrapper.type = "OptimWrapper"
-        cfg.optim_wrapper.pop("loss_scale", None)
+        for amp_only in ("loss_scale", "dtype", "use_fsdp"):  # OptimWrapper takes none
+            cfg.optim_wrapper.pop(amp_only, None)
         notes.append("optim_wrapper AmpOptimWrapper -> OptimWrapper (fp16 AMP needs CUDA)")
     return notes
 
@@ -107,11 +109,16 @@ AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def default_amp_dtype() -> str:
-    """bf16 where the GPU has it (Ampere and newer: fp16's range, no loss-scale back-offs,
-    and Focal/Dice stay finite), else fp16."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return "float16"
+    """bf16 where the GPU computes it natively (compute capability 8.0+, Ampere and newer:
+    fp32's range, no loss-scale back-offs, Focal/Dice stay finite), else fp16.
+
+    Not ``torch.cuda.is_bf16_supported()``: it says True on a V100/T4 too (emulated, slow)
+    and allocates on GPU 0 from every rank before ``set_device``.
+    """
+    if not torch.cuda.is_available():
+        return "float16"
+    major, _ = torch.cuda.get_device_capability(int(os.environ.get("LOCAL_RANK", "0")))
+    return "bfloat16" if major >= 8 else "float16"
 
 
 def enable_amp(cfg: Config, amp: bool = False, amp_dtype: str | None = None) -> list[str]:

@@ -10,6 +10,7 @@ processes and say nothing. This module tells the two machines apart.
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 import subprocess
 import warnings
@@ -64,6 +65,8 @@ def check_cuda_usable(allow_cpu: bool = False) -> None:
     """
     if allow_cpu or torch.cuda.is_available():
         return
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return  # the user hid the GPUs: a deliberate CPU run
     devices = nvidia_devices()
     if not devices:
         return  # a CPU-only machine: the CPU adaptation is what the user wants

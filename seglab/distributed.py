@@ -63,6 +63,8 @@ def die_with_launcher() -> bool:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         return False
-    if os.getppid() != launcher:  # the launcher died before the request took effect
+    # The launcher died before the request took effect. (A parent of 1 is no proof of
+    # that: torchrun is PID 1 in a container started with it; seglab asks first thing.)
+    if os.getppid() != launcher:
         os.kill(os.getpid(), signal.SIGKILL)
     return True

@@ -22,6 +22,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -61,7 +62,7 @@ class Sizes:
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls(iterations=2, crop=(64, 64), batch_size=2, num_workers=0, synth_images=8,
+        return cls(iterations=2, crop=(64, 64), batch_size=2, num_workers=1, synth_images=8,
                    resume_images=16, resume_epochs=2, throughput_iters=4, throughput_warmup=1,
                    log_interval=1, config_glob="demo/*.py")
 
@@ -228,11 +229,14 @@ def train_every_config(entry: dict, data: dict[str, str], work: Path, sizes: Siz
             record(train_one_config(path, data, work, sizes))
         return
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        for row in pool.imap_unordered(_train_one_config_job,
-                                       [(p, data, work, sizes) for p in configs]):
-            record(row)
+    # Not multiprocessing.Pool: its workers are daemons, which may not start the
+    # DataLoader's worker processes. Spawned, since CUDA cannot be used after a fork.
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one_config_job, (p, data, work, sizes)) for p in configs]
+        for future in as_completed(futures):
+            record(future.result())
     entry["configs"].sort(key=lambda r: r["config"])
 
 
@@ -243,10 +247,21 @@ def _train_command(config: Path | str, gpus: int, *args: str) -> list[str]:
     return [sys.executable, "-m", "seglab.cli", "train", str(config), *args]
 
 
+# ``time.time()`` after which no step may still run (``run_check`` sets it; None: no limit)
+DEADLINE: list[float | None] = [None]
+
+
+def _time_left(cap: float) -> float:
+    """``cap`` seconds, or less when the check's deadline comes first."""
+    if DEADLINE[0] is None:
+        return cap
+    return max(1.0, min(cap, DEADLINE[0] - time.time()))
+
+
 def _run(command: list[str], log: Path, timeout: float) -> int:
     with log.open("w") as out:
         return subprocess.run(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                              timeout=timeout).returncode
+                              timeout=_time_left(timeout)).returncode
 
 
 def _tail(log: Path, chars: int = 1500) -> str:
@@ -318,7 +333,8 @@ def resume_after_kill(entry: dict, data: dict[str, str], work: Path, sizes: Size
         proc = subprocess.Popen(command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
-        _wait_for(lambda: (killed / "last_checkpoint").exists() or proc.poll() is not None, 300)
+        _wait_for(lambda: (killed / "last_checkpoint").exists() or proc.poll() is not None,
+                  _time_left(300))
         time.sleep(random.Random().uniform(0.0, 0.5))
         entry["killed_while_running"] = proc.poll() is None
     finally:
@@ -411,7 +427,8 @@ def throughput_config(rel: str, data: dict[str, str], work: Path, sizes: Sizes,
     return path
 
 
-def throughput(entry: dict, data: dict[str, str], work: Path, sizes: Sizes, gpus: int) -> None:
+def throughput(entry: dict, data: dict[str, str], work: Path, sizes: Sizes, gpus: int,
+               flush: Callable[[], None] = lambda: None) -> None:
     """img/s and peak memory, mmseg's ``tools/train.py`` vs ``seglab train``, same config."""
     from seglab.zoo import mmseg_config_dir
 
@@ -420,6 +437,8 @@ def throughput(entry: dict, data: dict[str, str], work: Path, sizes: Sizes, gpus
     for name, rel, batch, amp in THROUGHPUT_MODELS:
         config = throughput_config(rel, data, work, sizes, batch)
         amp_args = ["--amp"] if amp and gpus else []
+        # mmseg's --amp autocasts to fp16; seglab's would pick bf16 on this GPU
+        seglab_amp = [*amp_args, "--amp-dtype", "fp16"] if amp_args else []
         row: dict[str, Any] = {"model": name, "config": f"mmseg::{rel}", "batch": batch,
                                "amp": bool(amp_args)}
         for label in ("mmseg", "seglab"):
@@ -432,7 +451,7 @@ def throughput(entry: dict, data: dict[str, str], work: Path, sizes: Sizes, gpus
                 command = [*launch, str(config), "--work-dir", str(run_dir), *amp_args,
                            "--launcher", "pytorch" if gpus else "none"]
             else:
-                command = _train_command(config, gpus, "--work-dir", str(run_dir), *amp_args,
+                command = _train_command(config, gpus, "--work-dir", str(run_dir), *seglab_amp,
                                          "--ignore-doctor-errors", "--min-pretrained-coverage",
                                          "0")
             row[label] = _throughput_run(command, run_dir, batch, sizes, log)
@@ -443,6 +462,7 @@ def throughput(entry: dict, data: dict[str, str], work: Path, sizes: Sizes, gpus
             row["seglab_vs_mmseg"] = round(row["seglab"]["img_per_s"]
                                            / row["mmseg"]["img_per_s"], 3)
         entry["rows"].append(row)
+        flush()
 
 
 def _free_port() -> int:
@@ -496,8 +516,9 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 STAGES = ("environment", "configs", "resume", "test", "throughput")
-# Seconds each stage needs on one H100 at full size (measured there, rounded up): a stage
-# is skipped, and says so, when the deadline leaves less.
+# Seconds each stage needs on one H100 at full size (estimated from the 2026-11-26 run there:
+# configs one at a time took 224 s, resume 92 s, test ~25 s): a stage is skipped, and says
+# so, when the deadline leaves less.
 STAGE_SECONDS = {"configs": 110, "resume": 80, "test": 25, "throughput": 110}
 
 
@@ -506,7 +527,7 @@ def run_check(out: Path, tiny: bool = False, only: tuple[str, ...] = STAGES,
               jobs: int = 1) -> dict[str, Any]:
     """Run the stages in ``only``; return the recorded results (also in ``out``).
 
-    Data, runs and logs go to ``work`` (default ``out/work``). ``deadline`` is a
+    Data, runs and logs go to ``work`` (default ``$TMPDIR/seglab_gpu_check``). ``deadline`` is a
     ``time.time()`` after which no stage should still run (the device's time limit);
     ``jobs`` configs train at once in the configs stage.
     """
@@ -517,7 +538,8 @@ def run_check(out: Path, tiny: bool = False, only: tuple[str, ...] = STAGES,
     recorder = Recorder(out, {"mode": "tiny" if tiny else "full",
                               "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                               "command": shlex.join(sys.argv)})
-    work = work or out / "work"
+    work = work or Path(tempfile.gettempdir()) / "seglab_gpu_check"
+    DEADLINE[0] = None if tiny else deadline
 
     def wanted(stage: str) -> bool:
         if stage not in only:
@@ -548,7 +570,7 @@ def run_check(out: Path, tiny: bool = False, only: tuple[str, ...] = STAGES,
             test_checkpoint(entry, data, work, checkpoint)
     if wanted("throughput"):
         with recorder.stage("throughput") as entry:
-            throughput(entry, data, work, sizes, gpus)
+            throughput(entry, data, work, sizes, gpus, recorder.write)
     return recorder.data
 
 
@@ -560,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="CPU-sized run (what CI does)")
     parser.add_argument("--only", nargs="+", choices=STAGES, default=list(STAGES),
                         help="stages to run (environment always runs)")
-    parser.add_argument("--work", type=Path, help="data, runs and logs (default: OUT/work)")
+    parser.add_argument("--work", type=Path, help="data, runs and logs (default: "
+                        "$TMPDIR/seglab_gpu_check, so that OUT holds only the results)")
     parser.add_argument("--deadline-s", type=float, help="seconds (from GPU_CHECK_STARTED, "
                         "else now) after which no stage may still run: later stages are "
                         "skipped and say so")

@@ -49,7 +49,8 @@ class SkipNonFiniteOptimWrapper(OptimWrapper):
     def step(self, **kwargs: Any) -> None:
         grads = [p.grad for group in self.optimizer.param_groups for p in group["params"]
                  if p.grad is not None]
-        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        # one device sync for the whole model, not one per parameter
+        finite = not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
         self.last_step_skipped = not finite
         if finite:
             super().step(**kwargs)
@@ -126,11 +127,20 @@ class NonFiniteLossHook(Hook):
 
     @staticmethod
     def _scaler_backoff(runner, bad: list[str]) -> bool:
-        """Only the gradient norm overflowed, under AMP, at a scale that can still shrink."""
+        """Only the gradient norm overflowed, under fp16 AMP, at a scale that can still shrink.
+
+        bf16 has fp32's range: a non-finite gradient there is divergence, not overflow.
+        """
         wrapper = runner.optim_wrapper
-        if bad != ["grad_norm"] or not isinstance(wrapper, AmpOptimWrapper):
+        if (bad != ["grad_norm"] or not isinstance(wrapper, AmpOptimWrapper)
+                or wrapper.cast_dtype not in (None, torch.float16)):
             return False
-        return float(wrapper.loss_scaler.get_scale()) >= MIN_LOSS_SCALE
+        scale = float(wrapper.loss_scaler.get_scale())
+        if scale < MIN_LOSS_SCALE:
+            return False
+        print_log(f"seglab: fp16 gradient overflow at iter {runner.iter + 1}; the loss scaler "
+                  f"skipped the step and backed off to {scale:g}", logger="current")
+        return True
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: dict | None = None) -> None:
@@ -240,8 +250,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 def gather_rng_states(own: dict[str, Any]) -> dict[str, Any]:
     """Every rank's streams, in rank order, for the checkpoint rank 0 writes.
 
-    mmengine calls ``before_save_checkpoint`` on every rank but only rank 0 writes
-    the file; without the gather, ranks >= 1 would resume with rank 0's streams.
+    A collective: every rank must call it (``RNGStateHook`` does just before
+    ``CheckpointHook`` saves; mmengine's ``Runner.save_checkpoint`` runs on rank 0
+    alone). Without it, ranks >= 1 would resume with rank 0's streams.
     """
     from mmengine.dist import all_gather_object, get_world_size
 
@@ -305,6 +316,7 @@ class RNGStateHook(Hook):
     def __init__(self) -> None:
         self._before_val: dict[str, Any] | None = None
         self._gathered: dict[str, Any] | None = None
+        self._resumed: dict[str, Any] | None = None
 
     def _gather_now(self, runner, own: dict[str, Any] | None = None) -> None:
         """Collect every rank's streams while every rank is here: mmengine's
@@ -333,13 +345,16 @@ class RNGStateHook(Hook):
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not (runner._resume and RNG_KEY in checkpoint):
             return
-        state, note = rng_state_for_this_rank(checkpoint[RNG_KEY])
+        self._resumed, note = rng_state_for_this_rank(checkpoint[RNG_KEY])
         if note:
             print_log(f"seglab: {note}", logger="current", level=logging.WARNING)
-        if state is not None:
-            restore_rng_state(state)
 
     def before_train(self, runner) -> None:
+        # Restored here, not on load: mmengine's resume reseeds every generator after
+        # loading when the config has no randomness.seed (none of configs/ has one).
+        if self._resumed is not None:
+            restore_rng_state(self._resumed)
+            self._resumed = None
         align_sampler_seed(runner)
 
     def before_val_epoch(self, runner) -> None:

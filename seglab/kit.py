@@ -96,6 +96,8 @@ def install_kit(kit: Path, site: Path, cuda_ops: bool = False) -> None:
     """
     join_parts(kit)
     wheels = sorted(p for p in kit.glob("*.whl"))
+    if cuda_ops:  # a carried mmcv wheel is a CPU-ops build (same file name): build anew
+        wheels = [p for p in wheels if not p.name.startswith("mmcv-")]
     if not any(p.name.startswith("mmcv-") for p in wheels):
         sdists = sorted(kit.glob("mmcv-*.tar.gz"))
         if not sdists:

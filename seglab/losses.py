@@ -43,6 +43,11 @@ def _kernel_gap(device_type: str, dtype: torch.dtype) -> str | None:
     # Asked on every call rather than cached so that tests can fake a CPU-only build.
     if mmcv_ops.get_compiling_cuda_version() == "not available":
         return "mmcv has no CUDA kernel for sigmoid_focal_loss (mmcv was built without CUDA ops)"
+    if torch.cuda.is_available():  # a CUDA build for other GPUs: "no kernel image is available"
+        from seglab.mmcv_ops import cuda_kernel_gap
+
+        if gap := cuda_kernel_gap():
+            return f"mmcv's sigmoid_focal_loss kernel cannot run on this GPU ({gap})"
     if dtype not in _KERNEL_DTYPES:
         return (f"{str(dtype).removeprefix('torch.')} is not supported by mmcv's "
                 f"sigmoid_focal_loss kernel (float32/float16/float64 only)")

@@ -324,6 +324,17 @@ def _needed_on(device: str, ops: InstalledOps) -> OpsVariant:
     return OpsVariant(cuda, frozenset({torch.cuda.get_device_capability(device)}))
 
 
+def cuda_kernel_gap(device: str = "cuda") -> str | None:
+    """Why the installed mmcv's CUDA kernels cannot run on ``device``; None when they can
+    (also where no GPU is visible: arches are then not compared).
+
+    Args:
+        device: ``'cuda'`` or ``'cuda:N'``.
+    """
+    ops = probe_mmcv_ops()
+    return ops.variant.shortfall(_needed_on(device, ops))
+
+
 def missing_cuda_kernels(cfg: Config, device: str) -> list[KernelNeed]:
     """The config entries that need an mmcv CUDA kernel the installed mmcv lacks.
 

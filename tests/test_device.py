@@ -78,24 +78,47 @@ def test_seglab_train_refuses_before_building_anything(tmp_path) -> None:
     assert not (tmp_path / "run").exists()
 
 
-def test_amp_flag_is_mmsegs_and_picks_bf16_where_the_gpu_has_it(monkeypatch) -> None:
+def test_amp_flag_is_mmsegs_and_picks_bf16_where_the_gpu_computes_it(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     cfg = load_config(VOC_DEMO)
     notes = enable_amp(cfg, amp=True)
     assert cfg.optim_wrapper.type == "AmpOptimWrapper"
     assert cfg.optim_wrapper.loss_scale == "dynamic" and cfg.optim_wrapper.dtype == "bfloat16"
     assert any("--amp" in n for n in notes)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # a V100
+    # a V100: torch.cuda.is_bf16_supported() says True (emulated), the capability says 7.0
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
     cfg = load_config(VOC_DEMO)
     enable_amp(cfg, amp=True)
     assert cfg.optim_wrapper.dtype == "float16"
 
 
+def test_amp_on_a_cpu_falls_back_to_an_optimizer_wrapper_that_builds() -> None:
+    from mmengine.optim import build_optim_wrapper
+
+    from seglab.config import adapt_to_device
+
+    cfg = load_config(VOC_DEMO)
+    enable_amp(cfg, amp=True, amp_dtype="bf16")
+    adapt_to_device(cfg, launcher="none")
+    wrapper = build_optim_wrapper(torch.nn.Linear(2, 2), cfg.optim_wrapper)
+    assert type(wrapper).__name__ == "OptimWrapper"
+
+
+def test_hiding_the_gpus_is_a_deliberate_cpu_run(monkeypatch) -> None:
+    fake_gpu_node(monkeypatch, "no CUDA-capable device is detected")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    check_cuda_usable()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(CudaUnusable):
+        check_cuda_usable()
+
+
 def test_a_config_with_amp_keeps_its_dtype_unless_asked(monkeypatch) -> None:
     """A seed config reproduces its run: fp16 stays fp16 unless --amp-dtype says otherwise."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     cfg = load_config(ADE_V12)
     assert enable_amp(cfg) == [] and "dtype" not in cfg.optim_wrapper
     enable_amp(cfg, amp=True)

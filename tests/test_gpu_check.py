@@ -13,7 +13,8 @@ from tests.conftest import REPO_ROOT
 def test_gpu_check_tiny_runs_every_stage_and_writes_its_results(tmp_path) -> None:
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_check.sh"), "--tiny",
-                             "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True,
+                             "--out", str(out), "--work", str(tmp_path / "work"),
+                             "--jobs", "2"], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=1500, env={**os.environ, "OUT": ""})
     assert (out / "gpu_check.json").is_file() and (out / "gpu_check.md").is_file()
     data = json.loads((out / "gpu_check.json").read_text())

@@ -39,13 +39,33 @@ def test_rng_streams_restore_from_a_checkpoint_mapped_to_another_device(tmp_path
     """mmengine's resume maps every tensor of the checkpoint onto the current GPU; 'meta'
     plays that device here. RNG states stored as tensors would arrive there and
     ``torch.set_rng_state`` would refuse them."""
-    hook, runner = RNGStateHook(), SimpleNamespace(_resume=True)
+    hook = RNGStateHook()
+    runner = SimpleNamespace(_resume=True, seed=0, train_dataloader=SimpleNamespace())
     checkpoint: dict = {}
     hook.before_save_checkpoint(runner, checkpoint)
     expected = draws()
     loaded = save_and_load(checkpoint, tmp_path / "ckpt.pth", map_location="meta")
     draws()  # move the streams on, as a fresh process would start elsewhere
     hook.after_load_checkpoint(runner, loaded)
+    hook.before_train(runner)
+    assert draws() == expected
+
+
+def test_resumed_streams_survive_mmengines_reseed_after_loading(tmp_path) -> None:
+    """Without randomness.seed in the config (none of configs/ has one), mmengine's resume
+    reseeds every generator after the checkpoint is loaded; the streams are put back in
+    before_train, which runs after that."""
+    hook = RNGStateHook()
+    runner = SimpleNamespace(_resume=True, seed=0, train_dataloader=SimpleNamespace())
+    hook.after_train_epoch(runner)
+    checkpoint: dict = {}
+    hook.before_save_checkpoint(runner, checkpoint)
+    expected = draws()
+    hook.after_load_checkpoint(runner, save_and_load(checkpoint, tmp_path / "c.pth"))
+    torch.manual_seed(1234)  # Runner.resume -> set_randomness(seed=resumed_seed)
+    np.random.seed(1234)
+    random.seed(1234)
+    hook.before_train(runner)
     assert draws() == expected
 
 
@@ -112,7 +132,8 @@ def _rank_worker(rank: int, world: int, store: str, out: str) -> None:
     torch.manual_seed(100 + rank)
     np.random.seed(200 + rank)
     random.seed(300 + rank)
-    hook, runner = RNGStateHook(), SimpleNamespace(_resume=True)
+    hook = RNGStateHook()
+    runner = SimpleNamespace(_resume=True, seed=0, train_dataloader=SimpleNamespace())
     hook.after_train_epoch(runner)  # every rank, before CheckpointHook
     if rank == 0:  # mmengine's Runner.save_checkpoint is @master_only
         checkpoint: dict = {}
@@ -122,6 +143,7 @@ def _rank_worker(rank: int, world: int, store: str, out: str) -> None:
     dist.barrier()
     torch.manual_seed(999)  # a resumed process starts from other streams
     hook.after_load_checkpoint(runner, load_checkpoint_file(str(Path(out) / "ckpt.pth")))
+    hook.before_train(runner)
     (Path(out) / f"rank{rank}.json").write_text(json.dumps({"expected": expected,
                                                             "resumed": draws()}))
     dist.destroy_process_group()
@@ -234,3 +256,16 @@ def test_a_nan_on_one_rank_stops_every_rank_with_one_record(tmp_path) -> None:
     record = json.loads((tmp_path / "nonfinite_iter_5.json").read_text())
     assert record["terms"] == ["loss"]
     assert record["img_paths"] == [f"img_r{r}_{i}.jpg" for r in range(2) for i in range(2)]
+
+
+def test_bf16_gradient_overflow_is_divergence_not_a_scaler_backoff(monkeypatch,
+                                                                    tmp_path) -> None:
+    """bf16 has fp32's range: an infinite gradient norm there is not fp16 overflow."""
+    wrapper, _ = _amp_wrapper(monkeypatch)
+    wrapper.cast_dtype = torch.bfloat16
+    hook = NonFiniteLossHook(patience=2)
+    hook.after_train_iter(_runner(tmp_path, wrapper, float("inf")), 0,
+                          outputs={"loss": torch.tensor(1.0)})
+    with pytest.raises(TrainingDiverged, match="grad_norm=inf"):
+        hook.after_train_iter(_runner(tmp_path, wrapper, float("inf")), 1,
+                              outputs={"loss": torch.tensor(1.0)})

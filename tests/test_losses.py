@@ -322,6 +322,22 @@ def test_bf16_on_cuda_falls_back_fp32_uses_the_kernel(monkeypatch, fresh_log) ->
     assert "bfloat16 is not supported by mmcv's sigmoid_focal_loss kernel" in fresh_log[0][0]
 
 
+def test_a_cuda_build_for_other_gpus_falls_back(monkeypatch, fresh_log) -> None:
+    """mmcv built with CUDA for sm_80 on an sm_90 node: its kernel would die with "no
+    kernel image is available", so the PyTorch loss runs."""
+    import seglab.mmcv_ops
+
+    kernel_calls = _pretend_cuda(monkeypatch, "12.1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(seglab.mmcv_ops, "cuda_kernel_gap",
+                        lambda device="cuda": "no kernels for sm_90 (built for sm_80)")
+    pred, target = _inputs()
+    got = FocalLoss(use_sigmoid=True)(pred, target)
+    assert kernel_calls == []
+    assert _max_abs_diff(got, _reference(pred, target)) < TOL
+    assert "cannot run on this GPU (no kernels for sm_90" in fresh_log[0][0]
+
+
 def test_cpu_fallback_is_logged_once_at_info(fresh_log) -> None:
     pred, target = _inputs()
     for _ in range(3):
