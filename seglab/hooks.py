@@ -336,11 +336,14 @@ class RNGStateHook(Hook):
     def after_train_epoch(self, runner) -> None:
         self._gather_now(runner)  # once an epoch: whatever CheckpointHook decides next
 
+    def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
+        self._gathered = None  # a step draws numbers: what was gathered is stale from here
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        # a best-checkpoint saved during validation keeps the training streams
-        saved = self._gathered or {"format": RNG_FORMAT,
-                                   "ranks": [self._before_val or capture_rng_state()]}
-        checkpoint[RNG_KEY], self._gathered = saved, None
+        # Kept, not consumed: after a new best, CheckpointHook saves the epoch's checkpoint a
+        # second time. A best checkpoint saved during validation keeps the training streams.
+        checkpoint[RNG_KEY] = self._gathered or {
+            "format": RNG_FORMAT, "ranks": [self._before_val or capture_rng_state()]}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         if not (runner._resume and RNG_KEY in checkpoint):

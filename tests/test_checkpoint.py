@@ -142,12 +142,14 @@ def test_rng_state_survives_a_weights_only_checkpoint_and_validation(tmp_path) -
     def draws() -> tuple:
         return torch.rand(4).tolist(), np.random.rand(4).tolist(), random.random()
 
-    hook, runner = RNGStateHook(), SimpleNamespace(_resume=True)
+    hook = RNGStateHook()
+    runner = SimpleNamespace(_resume=True, seed=0, train_dataloader=SimpleNamespace())
     checkpoint: dict = {}
     hook.before_save_checkpoint(runner, checkpoint)
     expected = draws()
     torch.save(checkpoint, tmp_path / "ckpt.pth")
     hook.after_load_checkpoint(runner, load_checkpoint_file(str(tmp_path / "ckpt.pth")))
+    hook.before_train(runner)  # after mmengine's own reseeding
     assert draws() == expected and RNG_KEY in checkpoint
 
     state = capture_rng_state()
