@@ -33,3 +33,19 @@ def test_gpu_check_tiny_runs_every_stage_and_writes_its_results(tmp_path) -> Non
         assert row["mmseg"]["img_per_s"] > 0 and row["seglab"]["img_per_s"] > 0
     markdown = (out / "gpu_check.md").read_text()
     assert "| SegFormer-MiT-B2 512x512 |" in markdown and "seglab/mmseg" in markdown
+
+
+def test_stages_that_would_not_fit_the_deadline_are_skipped_and_say_so(tmp_path) -> None:
+    """A device lease ends at a fixed time: a stage that cannot finish before it is skipped
+    (results so far intact) instead of being cut off mid-way."""
+    import time
+
+    from seglab.gpu_check import run_check
+
+    data = run_check(tmp_path / "out", tiny=True, only=("throughput",), work=tmp_path / "w",
+                     deadline=time.time() + 30)
+    assert data["stages"]["environment"]["status"] == "ok"
+    skipped = data["stages"]["throughput"]
+    assert skipped["status"] == "skipped" and "--only throughput" in skipped["why"]
+    saved = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert saved["stages"]["throughput"]["status"] == "skipped"
