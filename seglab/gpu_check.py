@@ -207,10 +207,6 @@ def train_one_config(path: Path, data: dict[str, str], work: Path, sizes: Sizes)
     return row
 
 
-def _train_one_config_job(args: tuple) -> dict:
-    return train_one_config(*args)
-
-
 def train_every_config(entry: dict, data: dict[str, str], work: Path, sizes: Sizes,
                        jobs: int = 1, flush: Callable[[], None] = lambda: None) -> None:
     """Every config in ``configs/``; ``jobs`` > 1 trains that many at once on the GPU (each
@@ -234,7 +230,7 @@ def train_every_config(entry: dict, data: dict[str, str], work: Path, sizes: Siz
     # Not multiprocessing.Pool: its workers are daemons, which may not start the
     # DataLoader's worker processes. Spawned, since CUDA cannot be used after a fork.
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_one_config_job, (p, data, work, sizes)) for p in configs]
+        futures = [pool.submit(train_one_config, p, data, work, sizes) for p in configs]
         for future in as_completed(futures):
             record(future.result())
     entry["configs"].sort(key=lambda r: r["config"])
