@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from mmseg.evaluation import IoUMetric
 
-from seglab.metrics import ClassIoUMetric
+from seglab.evaluation.class_iou_metric import ClassIoUMetric
 
 
 def make_batch(images: int, classes: int, size: int, seed: int = 0) -> list[dict]:

@@ -12,7 +12,7 @@ InfiniteSampler. A one-iteration checkpoint is re-labelled as iteration k
 step; "resume" is from ``before_train`` to the start of that step (its batch
 in hand): the part k can change.
 Stock: mmengine's Runner on the config as written (replays k batches). seglab:
-``seglab.engine.train`` (doctor, guards, sampler-level skip).
+``seglab.engine.runner.train`` (doctor, guards, sampler-level skip).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def child(mode: str, config: str, work_dir: str, checkpoint: str, k: int, t0: fl
     options = {"train_cfg.max_iters": k + 1, "custom_hooks": [dict(type="FirstStepTimer")]}
     resume = checkpoint if k > 0 else False
     if mode == "seglab":
-        from seglab.engine import train
+        from seglab.engine.runner import train
 
         train(config, work_dir=work_dir, resume=resume, cfg_options=options)
         return
@@ -104,8 +104,8 @@ def make_checkpoints(config: Path, root: Path, ks: list[int]) -> dict[int, Path]
     """One real iteration's checkpoint, re-labelled as iteration k for each k."""
     import torch
 
-    from seglab.checkpoint import load_checkpoint_file
-    from seglab.engine import train
+    from seglab.engine.checkpoint import load_checkpoint_file
+    from seglab.engine.runner import train
 
     first = root / "first"
     train(str(config), work_dir=str(first), cfg_options={"default_hooks.checkpoint.interval": 1})

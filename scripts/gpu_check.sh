@@ -12,7 +12,7 @@ export PYTHONPATH="$SEGLAB_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export GPU_CHECK_STARTED=${GPU_CHECK_STARTED:-$(date +%s)}  # --deadline-s counts the kit too
 if [ -n "${SEGLAB_KIT:-}" ]; then
   SITE=${SEGLAB_KIT_SITE:-/tmp/seglab-site}
-  "$PY" -m seglab.kit "$SEGLAB_KIT" "$SITE"
+  "$PY" -m seglab.platform.kit "$SEGLAB_KIT" "$SITE"
   export PYTHONPATH="$SITE:$PYTHONPATH"
 fi
-exec "$PY" -m seglab.gpu_check "$@"
+exec "$PY" -m seglab.platform.gpu_check "$@"

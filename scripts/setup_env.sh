@@ -53,4 +53,4 @@ elif [ -n "${PYTHON:-}" ] && [ "$venv_version" != "$version" ]; then
   echo "setup_env: .venv is Python $venv_version; recreating it with $PY (Python $version)"
   "$PY" -m venv --clear .venv
 fi
-exec .venv/bin/python -m seglab.install "$@"
+exec .venv/bin/python -m seglab.platform.install "$@"

@@ -85,7 +85,7 @@ def _die_with_launcher() -> None:
     import os
 
     if "TORCHELASTIC_RUN_ID" in os.environ:
-        from seglab.distributed import die_with_launcher
+        from seglab.launch.distributed import die_with_launcher
 
         die_with_launcher()
 
@@ -93,11 +93,11 @@ def _die_with_launcher() -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     _die_with_launcher()
     if args.tmux:
-        from seglab.tmux import start_training_session
+        from seglab.launch.tmux import start_training_session
 
         start_training_session(args.config, args.gpus, _forwarded_train_args(args))
         return 0
-    from seglab.engine import train
+    from seglab.engine.runner import train
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
@@ -143,7 +143,7 @@ def _forwarded_train_args(args: argparse.Namespace) -> list[str]:
 
 def cmd_test(args: argparse.Namespace) -> int:
     _die_with_launcher()
-    from seglab.engine import test
+    from seglab.engine.runner import test
 
     test(args.config, args.checkpoint, work_dir=args.work_dir, show_dir=args.show_dir,
          cfg_options=args.cfg_options, data_root=args.data_root, launcher=args.launcher,
@@ -175,7 +175,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_data_doctor(args: argparse.Namespace) -> int:
-    from seglab.data.doctor import (
+    from seglab.doctor.dataset import (
         config_for_target,
         run_doctor,
         specs_from_config,
@@ -193,8 +193,8 @@ def cmd_data_doctor(args: argparse.Namespace) -> int:
 def cmd_doctor(args: argparse.Namespace) -> int:
     import json
 
-    from seglab.config import load_config
-    from seglab.doctor import examine_config, report_text
+    from seglab.config.loading import load_config
+    from seglab.doctor.config_doctor import examine_config, report_text
 
     cfg = load_config(args.config, args.cfg_options, args.data_root)
     report = examine_config(cfg, args.config, args.gpus)
@@ -207,7 +207,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import time
 
-    from seglab.report import build_report
+    from seglab.results.report import build_report
 
     start = time.perf_counter()
     html_path, md_path = build_report(args.work_dir, overlays=args.overlays, worst=args.worst)
@@ -217,7 +217,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from seglab.compare import run_compare
+    from seglab.results.compare import run_compare
 
     print(run_compare(args.runs, threshold=args.threshold, out=args.out), end="")
     if args.out:
@@ -226,7 +226,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from seglab.infer import run_infer
+    from seglab.results.infer import run_infer
 
     run_infer(args.config, args.checkpoint, args.images, args.out,
               batch_size=args.batch_size, overwrite=args.overwrite)
@@ -241,14 +241,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    from seglab.config import load_config
+    from seglab.config.loading import load_config
 
     print(load_config(args.config, args.cfg_options, args.data_root).pretty_text)
     return 0
 
 
 def cmd_config_diff(args: argparse.Namespace) -> int:
-    from seglab.config import diff_configs, load_config
+    from seglab.config.diff import diff_configs
+    from seglab.config.loading import load_config
 
     rows = diff_configs(load_config(args.config_a), load_config(args.config_b))
     print(f"--- {args.config_a}\n+++ {args.config_b}")
@@ -259,7 +260,7 @@ def cmd_config_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> int:
-    from seglab.zoo import list_rows
+    from seglab.config.zoo import list_rows
 
     rows = [("family", "group", "mmseg config", "status"), *list_rows()]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -271,7 +272,7 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 def cmd_zoo_train(args: argparse.Namespace) -> int:
     import subprocess
 
-    from seglab.zoo import write_zoo_config
+    from seglab.config.zoo import write_zoo_config
 
     work_dir = args.work_dir or f"work_dirs/zoo/{args.family}_ade20k"
     config = write_zoo_config(args.family, work_dir)
@@ -283,14 +284,14 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
         extra = ["--resume"] if args.resume else []
         return subprocess.call(["bash", launcher, str(config), str(args.gpus),
                                 "--work-dir", work_dir, *extra])
-    from seglab.engine import train
+    from seglab.engine.runner import train
 
     train(str(config), work_dir=work_dir, resume=args.resume)
     return 0
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    from seglab import install
+    from seglab.platform import install
 
     return install.main(args.install_args)
 

@@ -13,7 +13,7 @@ DEMO_DATA = {"num_train": 384, "num_val": 48, "seed": 0}
 
 def best_checkpoint(work_dir: str) -> str:
     """The ``save_best`` checkpoint, else the newest one that loads."""
-    from seglab.checkpoint import best_or_latest_checkpoint
+    from seglab.engine.checkpoint import best_or_latest_checkpoint
 
     found = best_or_latest_checkpoint(work_dir)
     if found is None:
@@ -24,7 +24,7 @@ def best_checkpoint(work_dir: str) -> str:
 def run_demo(data_dir: str = "data/synth", work_dir: str | None = None) -> dict[str, float]:
     """Synthesize VOC-layout data, train the demo config, test its best checkpoint."""
     from seglab.data.synth import write_synth_dataset
-    from seglab.engine import test, train
+    from seglab.engine.runner import test, train
 
     start = time.monotonic()
     summary = write_synth_dataset("voc", data_dir, **DEMO_DATA)
@@ -33,7 +33,7 @@ def run_demo(data_dir: str = "data/synth", work_dir: str | None = None) -> dict[
     train_log_dir = runner.log_dir
     checkpoint = best_checkpoint(work_dir)
     metrics = test(str(DEMO_CONFIG), checkpoint, work_dir=work_dir, data_root=str(summary.root))
-    from seglab.report import build_report
+    from seglab.results.report import build_report
 
     report, _ = build_report(work_dir)
     minutes = (time.monotonic() - start) / 60

@@ -3,10 +3,11 @@
 ``custom_imports = dict(imports=['seglab.register'], allow_failed_imports=False)``
 """
 
-# registrations: CPUAwareDDP; FocalLoss CPU fix; NonFiniteLossHook, RNGStateHook,
-# PretrainedCoverageHook; ResumableIterBasedTrainLoop + ResumableInfiniteSampler;
-# ClassIoUMetric + ClassMetricsHook
-from seglab import coverage, distributed, fast_resume, hooks, losses, metrics  # noqa: F401
-from seglab.checkpoint import install_safe_local_loader
+# Importing a package registers what it defines: hooks, the NaN-skipping optim wrapper,
+# the resumable loop and sampler (engine); ClassIoUMetric (evaluation); FocalLoss with a
+# PyTorch path (models); CPUAwareDDP (launch.distributed).
+from seglab import engine, evaluation, models  # noqa: F401
+from seglab.engine.checkpoint import install_safe_local_loader
+from seglab.launch import distributed  # noqa: F401
 
 install_safe_local_loader()

@@ -53,7 +53,7 @@ def short_run(data_root: Path, epochs: int) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def voc_two_epochs(voc_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """The VOC demo config trained for 2 epochs (shared by the mIoU, resume and test tests)."""
-    from seglab.engine import train
+    from seglab.engine.runner import train
 
     work_dir = tmp_path_factory.mktemp("voc_run")
     runner = train(str(VOC_DEMO), work_dir=str(work_dir),

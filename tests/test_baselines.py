@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import mmseg
 import pytest
 from mmengine.config import Config
 
-from seglab.config import diff_configs, load_config
+from seglab.config.diff import diff_configs
+from seglab.config.loading import load_config
+from seglab.config.walk import mmseg_config_dir
 from tests.conftest import REPO_ROOT
 
-MMSEG_CONFIGS = Path(mmseg.__file__).parent / ".mim" / "configs"
+MMSEG_CONFIGS = mmseg_config_dir()
 # mmseg's VOC-aug ConcatDataset: VOC train.txt (1,464) + aug.txt, the SBD images outside
 # VOC train/val (9,118; tools/dataset_converters/voc_aug.py asserts the sum is 10,582)
 VOC_AUG_IMAGES = 10582

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from seglab.config import adapt_to_device, diff_configs, load_config
-from seglab.smoke import smoke_config
+from seglab.config.adapt import adapt_to_device
+from seglab.config.diff import diff_configs
+from seglab.config.loading import load_config
+from seglab.testing.smoke import smoke_config
 from tests.conftest import REPO_ROOT, run_cli
 
 CONFIGS = sorted(p for p in (REPO_ROOT / "configs").rglob("*.py") if "_base_" not in p.parts)

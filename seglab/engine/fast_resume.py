@@ -1,0 +1,108 @@
+"""O(1) resume for iteration-based loops: skip consumed samples at the sampler.
+
+mmengine's ``IterBasedTrainLoop`` resumes at iteration k by pulling k batches
+through the whole data pipeline (decode, augment, collate) and discarding them
+(mmseg #3671, mmengine #1520): minutes late in a 160k-iteration run. The
+sampler's order is a pure function of its seed, so the position after k
+batches can be computed instead: ``ResumableInfiniteSampler`` regenerates the
+permutations it has passed (no data touched) and starts at the right offset,
+and ``ResumableIterBasedTrainLoop`` asks it to before the first new step. The
+sample order is identical to the replaying path.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from mmengine.dataset import InfiniteSampler
+from mmengine.logging import print_log
+from mmengine.registry import DATA_SAMPLERS, LOOPS
+from mmengine.runner import IterBasedTrainLoop
+from mmengine.runner.loops import _InfiniteDataloaderIterator
+
+from seglab.engine.rng import align_sampler_seed
+
+
+@DATA_SAMPLERS.register_module()
+class ResumableInfiniteSampler(InfiniteSampler):
+    """mmengine's ``InfiniteSampler`` (same order) that can start after ``consumed`` indices."""
+
+    def _permutation(self, generator: torch.Generator) -> list[int]:
+        if self.shuffle:
+            return torch.randperm(self.size, generator=generator).tolist()
+        return list(range(self.size))
+
+    def _global_indices_from(self, start: int) -> Iterator[int]:
+        """The infinite global index stream (``_infinite_indices``) from position ``start``."""
+        passed, offset = divmod(start, self.size)
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        if self.shuffle:
+            for _ in range(passed):  # advance the generator exactly as the stream did
+                torch.randperm(self.size, generator=generator)
+        yield from self._permutation(generator)[offset:]
+        while True:
+            yield from self._permutation(generator)
+
+    def skip(self, consumed: int) -> None:
+        """Make the next ``iter()`` start after this rank's first ``consumed`` indices."""
+        start = self.rank + consumed * self.world_size
+        self.indices = itertools.islice(self._global_indices_from(start), 0, None,
+                                        self.world_size)
+
+
+class _SkippedPrefix:
+    """An iterator whose first ``count`` items are placeholders that cost nothing.
+
+    ``IterBasedTrainLoop.run`` discards k batches on resume; with the sampler
+    already past them, those k ``next()`` calls get ``None`` without loading data.
+    """
+
+    def __init__(self, count: int, iterator: _InfiniteDataloaderIterator) -> None:
+        self._left, self._iterator = count, iterator
+
+    def __iter__(self) -> _SkippedPrefix:
+        return self
+
+    def __next__(self) -> Any:
+        if self._left > 0:
+            self._left -= 1
+            return None
+        return next(self._iterator)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._iterator, name)
+
+
+@LOOPS.register_module()
+class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
+    """``IterBasedTrainLoop`` whose resume skips consumed samples at the sampler."""
+
+    def run(self) -> torch.nn.Module:
+        sampler = getattr(self.dataloader, "sampler", None)
+        if self._iter > 0 and isinstance(sampler, ResumableInfiniteSampler):
+            align_sampler_seed(self.runner)  # before_train would be too late for the skip
+            sampler.skip(self._iter * self.dataloader.batch_size)
+            # the iterator built with the loop already prefetched from the old position
+            self.dataloader_iterator = _SkippedPrefix(
+                self._iter, _InfiniteDataloaderIterator(self.dataloader))
+            print_log(f"seglab: resuming at iteration {self._iter}: the sampler skips "
+                      f"{self._iter * self.dataloader.batch_size} samples per rank "
+                      "without loading them", logger="current")
+        return super().run()
+
+
+def use_fast_resume(cfg: Any) -> list[str]:
+    """Swap mmengine's iteration loop and infinite sampler for the resumable ones."""
+    if cfg.train_cfg.get("type") != "IterBasedTrainLoop":
+        return []
+    sampler = cfg.train_dataloader.get("sampler") or {}
+    if sampler.get("type") not in ("InfiniteSampler", "mmengine.InfiniteSampler"):
+        return []
+    cfg.train_cfg.type = "ResumableIterBasedTrainLoop"
+    sampler.type = "ResumableInfiniteSampler"
+    return ["IterBasedTrainLoop + InfiniteSampler -> ResumableIterBasedTrainLoop + "
+            "ResumableInfiniteSampler (resume skips consumed samples at the sampler)"]

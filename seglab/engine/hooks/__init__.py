@@ -1,0 +1,8 @@
+"""Hooks seglab adds to a run, one a file (as mmengine's ``mmengine/hooks/``)."""
+
+from seglab.engine.hooks.class_metrics_hook import ClassMetricsHook
+from seglab.engine.hooks.nonfinite_loss_hook import NonFiniteLossHook
+from seglab.engine.hooks.pretrained_coverage_hook import PretrainedCoverageHook
+from seglab.engine.hooks.rng_state_hook import RNGStateHook
+
+__all__ = ["ClassMetricsHook", "NonFiniteLossHook", "PretrainedCoverageHook", "RNGStateHook"]

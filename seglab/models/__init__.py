@@ -1,0 +1,5 @@
+"""Model components registered over mmseg's (``MODELS``)."""
+
+from seglab.models.focal_loss import FocalLoss
+
+__all__ = ["FocalLoss"]
