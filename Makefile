@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 # venv's recreates it). Empty: setup_env.sh takes the first of python3.11/3.12/3.13/3.10.
 PYTHON ?=
 
-.PHONY: env demo test lint
+.DEFAULT_GOAL := help
+.PHONY: help env demo test test-fast lint
+
+help:  ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 env:  ## create .venv with the pinned stack (mmcv wheel built once, then cached)
 	PYTHON="$(PYTHON)" bash scripts/setup_env.sh
@@ -13,9 +17,12 @@ env:  ## create .venv with the pinned stack (mmcv wheel built once, then cached)
 demo: env  ## generate a small VOC-layout dataset, train, test, print the per-class table
 	$(BIN)/seglab demo
 
-test: env  ## the test suite (what .ci/run runs); Chromium for the report screenshot test
+test: env lint  ## lint + the full suite (what .ci/run runs); Chromium for the report screenshot
 	bash scripts/install_browser.sh
 	$(BIN)/python -m pytest
 
-lint: env
+test-fast: env  ## everyday tier: every test not marked slow (no training runs)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: env  ## ruff over the library, tests, tools and scripts
 	$(BIN)/ruff check seglab tests tools scripts

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's Chromium for the report screenshot test (tests/test_results.py).
+# Debian's Chromium for the report screenshot test (tests/results/test_results.py).
 # Best effort: without it that one test is skipped, with the reason, and nothing else changes.
 set -uo pipefail
 if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 # Create .venv and install seglab's pinned stack into it. The interpreter: $PYTHON if set
 # (make env PYTHON=python3.12), else the first of python3.11, 3.12, 3.13, 3.10 that runs.
 # Idempotent: a second run reuses the venv and the cached mmcv wheel
-# (~/.cache/seglab/wheels, or $SEGLAB_CACHE). All logic: seglab/install.py.
+# (~/.cache/seglab/wheels, or $SEGLAB_CACHE). All logic: seglab/platform/install.py.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SUPPORTED="3.10 3.11 3.12 3.13"  # pyproject.toml's requires-python

@@ -187,7 +187,7 @@ def cmd_data_doctor(args: argparse.Namespace) -> int:
     print(summary_text(result))
     if args.json:
         write_json(result, Path(args.json))
-    return 1 if result["errors"] else 0
+    return 1 if result.errors else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

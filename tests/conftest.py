@@ -59,3 +59,14 @@ def voc_two_epochs(voc_root: Path, tmp_path_factory: pytest.TempPathFactory):
     runner = train(str(VOC_DEMO), work_dir=str(work_dir),
                    **short_run(voc_root, 2))
     return runner, work_dir
+
+
+TRAINING_FIXTURES = {"voc_two_epochs"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs a training fixture is slow whoever wrote it: `make test-fast`
+    (``-m "not slow"``) must never start a training run."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

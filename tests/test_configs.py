@@ -35,6 +35,7 @@ def test_the_config_library_is_collected() -> None:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.slow
 def test_config_builds_and_trains_two_iterations(config: Path, smoke_data, tmp_path) -> None:
     from mmengine.runner import Runner
 
@@ -69,6 +70,7 @@ def test_ade20k_v1_0_to_v1_2_diff_is_exactly_the_seeds_changes() -> None:
     }
 
 
+@pytest.mark.slow
 def test_config_diff_and_show_cli() -> None:
     a = "configs/upernet/upernet_r50_voc12_v1.0.py"
     b = "configs/upernet/upernet_r50_voc12aug_v2.0.py"

@@ -1,0 +1,2 @@
+"""Datasets on disk: ``prepare`` converts the published archives (VOC, SBD, ADE20K) into the
+layouts mmseg reads; ``synth`` generates small datasets in those exact layouts."""

@@ -51,7 +51,6 @@ class SynthSummary:
 
     root: Path
     splits: dict[str, list[str]] = field(default_factory=dict)
-    classes_present: set[int] = field(default_factory=set)
 
 
 def class_colour(label: int) -> tuple[int, int, int]:
@@ -171,7 +170,8 @@ def synth_voc(
             image_id = f"2012_{index:06d}"
             n_objects = int(rng.integers(1, max_objects + 1))
             # Cycle through all classes so each split sees every one of them.
-            object_labels = [1 + (index * max_objects + k) % 20 for k in range(n_objects)]
+            object_labels = [1 + (index * max_objects + k) % (VOC_NUM_CLASSES - 1)
+                             for k in range(n_objects)]
             image, labels, edges = render_scene(rng, _image_size(rng, size), object_labels, 0)
             labels[edges] = 255
             _save_jpeg(image, img_dir / f"{image_id}.jpg")
@@ -182,7 +182,6 @@ def synth_voc(
             if with_aug and split != "val":  # SBD covers VOC train images too
                 sbd_labels = np.where(labels == 255, 0, labels).astype(np.uint8)
                 Image.fromarray(sbd_labels).save(aug_dir / f"{image_id}.png")
-            summary.classes_present |= set(np.unique(labels).tolist()) - {255}
             ids.append(image_id)
         if count:
             summary.splits[split] = ids
@@ -239,7 +238,6 @@ def synth_ade20k(
                 image[region] = (0.5 * image[region] + 0.5 * np.array(class_colour(stuff_label)))
             _save_jpeg(image, img_dir / f"{image_id}.jpg")
             Image.fromarray(labels).save(ann_dir / f"{image_id}.png")
-            summary.classes_present |= set(np.unique(labels).tolist()) - {0}
             ids.append(image_id)
         summary.splits[split] = ids
     return summary

@@ -4,7 +4,8 @@ Checks every image/mask pair of every dataset a config's dataloaders use:
 pairing, sizes, mask mode (index vs colour), label values against the class
 count and ignore index after ``reduce_zero_label``, whether ``reduce_zero_label``
 fits the labels, and per-class pixel and image counts (classes absent from
-validation are listed). Findings carry a severity, the file and the fix.
+validation are listed). Findings carry a severity, the check (as the rule),
+the file (as where) and the fix, and print like the config doctor's.
 """
 
 from __future__ import annotations
@@ -12,22 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from seglab.doctor.finding import Finding, count_line, finding_line, of_severity
 from seglab.errors import UserError
 
 IGNORE_INDEX = 255
-
-
-@dataclass
-class Finding:
-    severity: str  # "error": training would break or learn wrong labels; "warning"
-    check: str
-    file: str
-    message: str
-    fix: str
 
 
 @dataclass
@@ -39,6 +33,38 @@ class DatasetReport:
     class_pixels: list[int]
     class_images: list[int]
     findings: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; a finding's ``rule`` is written as ``check``, ``where`` as ``file``."""
+        return {**asdict(self),
+                "findings": [f.to_dict(rule="check", where="file") for f in self.findings]}
+
+
+@dataclass
+class DataDoctorReport:
+    """``seglab data doctor``'s result: one report a dataset and the classes that no
+    validation image contains."""
+
+    datasets: list[DatasetReport]
+    classes_absent_from_val: list[str]
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [f for d in self.datasets for f in d.findings]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return of_severity(self.findings, "error")
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return of_severity(self.findings, "warning")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``errors`` and ``warnings`` are counts."""
+        return {"datasets": [d.to_dict() for d in self.datasets],
+                "errors": len(self.errors), "warnings": len(self.warnings),
+                "classes_absent_from_val": self.classes_absent_from_val}
 
 
 @dataclass
@@ -190,37 +216,29 @@ def config_for_target(target: Path, data_root: str | None):
     return load_config(target, data_root=data_root)
 
 
-def run_doctor(specs: list[DatasetSpec]) -> dict:
-    """Examine every dataset; the result is JSON-ready."""
+def run_doctor(specs: list[DatasetSpec]) -> DataDoctorReport:
+    """Examine every dataset."""
     reports = [examine_dataset(spec) for spec in specs]
-    findings = [f for r in reports for f in r.findings]
     val = [r for r in reports if r.name.startswith("val")]
     absent_in_val = sorted({specs[0].classes[c] for r in val for c, n in
                             enumerate(r.class_images) if n == 0}) if val else []
-    return {
-        "datasets": [asdict(r) for r in reports],
-        "errors": sum(f.severity == "error" for f in findings),
-        "warnings": sum(f.severity == "warning" for f in findings),
-        "classes_absent_from_val": absent_in_val,
-    }
+    return DataDoctorReport(reports, absent_in_val)
 
 
-def summary_text(result: dict) -> str:
+def summary_text(result: DataDoctorReport) -> str:
     lines = []
-    for report in result["datasets"]:
-        present = sum(1 for n in report["class_images"] if n)
-        lines.append(f"{report['name']}: {report['images']} images, {present}/"
-                     f"{report['num_classes']} classes present, reduce_zero_label="
-                     f"{report['reduce_zero_label']}")
-        for f in report["findings"]:
-            lines.append(f"  {f['severity'].upper()} [{f['check']}] {f['file']}: "
-                         f"{f['message']}. Fix: {f['fix']}")
-    if result["classes_absent_from_val"]:
-        lines.append(f"classes absent from validation ({len(result['classes_absent_from_val'])}"
+    for report in result.datasets:
+        present = sum(1 for n in report.class_images if n)
+        lines.append(f"{report.name}: {report.images} images, {present}/"
+                     f"{report.num_classes} classes present, reduce_zero_label="
+                     f"{report.reduce_zero_label}")
+        lines += [f"  {finding_line(f)}" for f in report.findings]
+    if result.classes_absent_from_val:
+        lines.append(f"classes absent from validation ({len(result.classes_absent_from_val)}"
                      f"): their IoU is NaN and mIoU averages over the rest")
-    lines.append(f"{result['errors']} error(s), {result['warnings']} warning(s)")
+    lines.append(count_line(result.findings))
     return "\n".join(lines)
 
 
-def write_json(result: dict, path: Path) -> None:
-    path.write_text(json.dumps(result, indent=1))
+def write_json(result: DataDoctorReport, path: Path) -> None:
+    path.write_text(json.dumps(result.to_dict(), indent=1))

@@ -119,7 +119,10 @@ class AtomicLocalBackend(LocalBackend):
     """mmengine's local file backend with atomic ``put``: the bytes go to a temporary
     file in the same folder, are flushed to disk, then renamed over the target. A
     crash mid-save leaves the previous checkpoint and no truncated ``epoch_N.pth``;
-    CheckpointHook writes ``last_checkpoint`` only after ``put`` returns."""
+    CheckpointHook writes ``last_checkpoint`` only after ``put`` returns.
+
+    Takes no arguments: registered for the ``local`` backend, used for every local path.
+    """
 
     def put(self, obj: bytes, filepath: str | Path) -> None:
         filepath = Path(filepath)

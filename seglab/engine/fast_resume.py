@@ -21,6 +21,9 @@ from mmengine.dataset import InfiniteSampler
 from mmengine.logging import print_log
 from mmengine.registry import DATA_SAMPLERS, LOOPS
 from mmengine.runner import IterBasedTrainLoop
+
+# The iterator IterBasedTrainLoop.__init__ wraps its dataloader in; mmengine has no public
+# name for it, and a fresh one is needed after the sampler skips.
 from mmengine.runner.loops import _InfiniteDataloaderIterator
 
 from seglab.engine.rng import align_sampler_seed
@@ -28,7 +31,18 @@ from seglab.engine.rng import align_sampler_seed
 
 @DATA_SAMPLERS.register_module()
 class ResumableInfiniteSampler(InfiniteSampler):
-    """mmengine's ``InfiniteSampler`` (same order) that can start after ``consumed`` indices."""
+    """mmengine's ``InfiniteSampler`` (same order) that can start after ``consumed`` indices.
+
+    Configured exactly as ``InfiniteSampler``; ``use_fast_resume`` swaps it in.
+
+    Args:
+        dataset (Sized): the dataset (the runner passes it).
+        shuffle (bool): whether each pass over the dataset is a new permutation.
+            Defaults to True.
+        seed (int, optional): seed of the permutations, the same on every rank.
+            Defaults to None: the runner passes its seed (with
+            ``randomness.diff_rank_seed``, none: a random seed shared by the ranks).
+    """
 
     def _permutation(self, generator: torch.Generator) -> list[int]:
         if self.shuffle:
@@ -79,18 +93,34 @@ class _SkippedPrefix:
 
 @LOOPS.register_module()
 class ResumableIterBasedTrainLoop(IterBasedTrainLoop):
-    """``IterBasedTrainLoop`` whose resume skips consumed samples at the sampler."""
+    """``IterBasedTrainLoop`` whose resume skips consumed samples at the sampler.
+
+    Configured exactly as ``IterBasedTrainLoop`` (``train_cfg``); the skip needs
+    the train dataloader's sampler to be a ``ResumableInfiniteSampler``, else the
+    resume replays as mmengine's does.
+
+    Args:
+        runner (Runner): the runner (it passes itself).
+        dataloader (DataLoader or dict): the train dataloader (the runner passes it).
+        max_iters (int): iterations to train.
+        val_begin (int): the iteration at which validation starts. Defaults to 1.
+        val_interval (int): iterations between validations. Defaults to 1000.
+        dynamic_intervals (list[tuple[int, int]], optional): ``(milestone,
+            val_interval)`` pairs that change the interval from that iteration on.
+            Defaults to None.
+    """
 
     def run(self) -> torch.nn.Module:
         sampler = getattr(self.dataloader, "sampler", None)
-        if self._iter > 0 and isinstance(sampler, ResumableInfiniteSampler):
+        done = self.iter
+        if done > 0 and isinstance(sampler, ResumableInfiniteSampler):
             align_sampler_seed(self.runner)  # before_train would be too late for the skip
-            sampler.skip(self._iter * self.dataloader.batch_size)
+            sampler.skip(done * self.dataloader.batch_size)
             # the iterator built with the loop already prefetched from the old position
             self.dataloader_iterator = _SkippedPrefix(
-                self._iter, _InfiniteDataloaderIterator(self.dataloader))
-            print_log(f"seglab: resuming at iteration {self._iter}: the sampler skips "
-                      f"{self._iter * self.dataloader.batch_size} samples per rank "
+                done, _InfiniteDataloaderIterator(self.dataloader))
+            print_log(f"seglab: resuming at iteration {done}: the sampler skips "
+                      f"{done * self.dataloader.batch_size} samples per rank "
                       "without loading them", logger="current")
         return super().run()
 

@@ -16,6 +16,17 @@ class SkipNonFiniteOptimWrapper(OptimWrapper):
     What AMP's loss scaler does for fp16 overflow, for fp32 runs: the step is
     skipped (gradients are zeroed as usual), ``skipped_steps`` counts it, and
     ``NonFiniteLossHook(policy='skip')`` decides when skipping becomes divergence.
+
+    Configured exactly as ``OptimWrapper``
+    (``optim_wrapper = dict(type='SkipNonFiniteOptimWrapper', optimizer=...)``).
+
+    Args:
+        optimizer (dict or Optimizer): the optimizer (a config, which the runner
+            builds).
+        accumulative_counts (int): steps whose gradients are accumulated before
+            each update. Defaults to 1.
+        clip_grad (dict, optional): gradient clipping, as ``OptimWrapper`` takes
+            it (e.g. ``dict(max_norm=1.0)``). Defaults to None.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from mmengine.logging import print_log
 
+from seglab.engine.runner_fields import runner_arg
+
 RNG_KEY = "seglab_rng_state"
 RNG_FORMAT = 2  # one state per rank, stored as NumPy arrays
-
 
 def _uint8_cpu(state: Any) -> torch.Tensor:
     """An RNG state as the CPU ``ByteTensor`` ``set_rng_state`` insists on.
@@ -103,11 +104,11 @@ def align_sampler_seed(runner) -> None:
     with a new random seed: different batches than the run it continues.
     """
     sampler = getattr(runner.train_dataloader, "sampler", None)
-    if (not runner._resume or getattr(sampler, "seed", runner.seed) == runner.seed
-            or runner._randomness_cfg.get("diff_rank_seed", False)):
+    if (not runner_arg(runner, "resume") or getattr(sampler, "seed", runner.seed) == runner.seed
+            or runner_arg(runner, "randomness").get("diff_rank_seed", False)):
         return
     print_log(f"seglab: train sampler seed {sampler.seed} -> {runner.seed} (the resumed "
               "run's), so the data order continues", logger="current")
     sampler.seed = runner.seed
     if hasattr(sampler, "_indices_of_rank"):  # InfiniteSampler made its stream at build time
-        sampler.indices = sampler._indices_of_rank()
+        sampler.indices = sampler._indices_of_rank()  # mmengine has no public way to remake it

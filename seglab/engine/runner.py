@@ -149,11 +149,11 @@ def _run_doctor(cfg: Config, config: str, launcher: str,
     Returns the dry-run plan and the findings to log once the run's logger exists.
     """
     from seglab.doctor.config_doctor import examine_config, plan_text
+    from seglab.doctor.finding import finding_line
 
     world = int(os.environ.get("WORLD_SIZE", "1")) if launcher != "none" else 1
     report = examine_config(cfg, config, gpus=world)
-    lines = [f"{f.severity.upper()} [{f.rule}] {f.key}: {f.message}. Fix: {f.fix}"
-             for f in report.findings if f.severity != "info"]
+    lines = [finding_line(f) for f in report.findings if f.severity != "info"]
     if report.errors and not ignore_errors:
         raise ConfigError(
             f"seglab doctor found {len(report.errors)} error(s) in {config}:\n  "

@@ -71,7 +71,27 @@ def _nan_to_none(values: list[float]) -> list[float | None]:
 
 @METRICS.register_module()
 class ClassIoUMetric(IoUMetric):
-    """mmseg's ``IoUMetric`` plus the per-class record of each evaluation."""
+    """mmseg's ``IoUMetric`` plus the per-class record of each evaluation.
+
+    Configured exactly as ``IoUMetric``; the record of the last evaluation is
+    ``last_record`` (``None`` with ``format_only``).
+
+    Args:
+        ignore_index (int): label of the pixels left out. Defaults to 255.
+        iou_metrics (list[str]): any of ``'mIoU'``, ``'mDice'``, ``'mFscore'``.
+            Defaults to ``['mIoU']``.
+        nan_to_num (int, optional): the value NaN results are replaced with.
+            Defaults to None (kept NaN).
+        beta (int): the beta of the F-score. Defaults to 1.
+        collect_device (str): ``'cpu'`` or ``'gpu'``, where the ranks' results are
+            gathered. Defaults to ``'cpu'``.
+        output_dir (str, optional): where mmseg writes the predictions as PNG
+            files (the record then comes from mmseg's dense areas, without a
+            confusion matrix). Defaults to None.
+        format_only (bool): only write the predictions (to ``output_dir``), no
+            metrics. Defaults to False.
+        prefix (str, optional): prefix of the metric names. Defaults to None.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -22,7 +22,18 @@ from mmengine.registry import MODEL_WRAPPERS
 
 @MODEL_WRAPPERS.register_module()
 class CPUAwareDDP(MMDistributedDataParallel):
-    """``MMDistributedDataParallel`` that also accepts a module on the CPU."""
+    """``MMDistributedDataParallel`` that also accepts a module on the CPU.
+
+    Configured as ``MMDistributedDataParallel`` in ``model_wrapper_cfg``; on a
+    CPU module ``device_ids`` is dropped.
+
+    Args:
+        module (nn.Module): the model to wrap (the runner passes it).
+        detect_anomalous_params (bool): log the parameters outside the loss's
+            computation graph (for debugging; slows training). Defaults to False.
+        **kwargs: ``torch.nn.parallel.DistributedDataParallel``'s arguments
+            (``broadcast_buffers``, ``find_unused_parameters``, ``device_ids``...).
+    """
 
     def __init__(self, module: torch.nn.Module, **kwargs: Any) -> None:
         if all(p.device.type == "cpu" for p in module.parameters()):

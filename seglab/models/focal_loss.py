@@ -158,14 +158,16 @@ class FocalLoss(MMSegFocalLoss):
     every device and dtype.
 
     Args:
-        use_sigmoid: must be True (mmseg implements only the sigmoid focal loss).
-        gamma: focusing exponent. Defaults to 2.0.
-        alpha: weight of the positive term, a float or one per class; the negative term gets
-            ``1 - alpha``. Defaults to 0.5.
-        reduction: ``"none"``, ``"mean"`` or ``"sum"``. Defaults to ``"mean"``.
-        class_weight: one weight per class. Defaults to None.
-        loss_weight: factor on the loss. Defaults to 1.0.
-        loss_name: name of the loss term; ``loss_`` first puts it in the backward pass.
+        use_sigmoid (bool): must be True (mmseg implements only the sigmoid focal loss).
+            Defaults to True.
+        gamma (float): focusing exponent. Defaults to 2.0.
+        alpha (float or list[float]): weight of the positive term, a float or one per
+            class; the negative term gets ``1 - alpha``. Defaults to 0.5.
+        reduction (str): ``"none"``, ``"mean"`` or ``"sum"``. Defaults to ``"mean"``.
+        class_weight (list[float], optional): one weight per class. Defaults to None.
+        loss_weight (float): factor on the loss. Defaults to 1.0.
+        loss_name (str): name of the loss term; ``loss_`` first puts it in the backward
+            pass. Defaults to ``"loss_focal"``.
     """
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor,

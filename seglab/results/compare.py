@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seglab.results import render
-from seglab.results.records import RunResults, load_results
+from seglab.results.metafile import recorded_rows
+from seglab.results.records import SUMMARY_KEYS, RunResults, load_results
 
 CURVE_KEYS = ("mIoU", "loss", "lr")
 
@@ -41,11 +42,10 @@ def class_rows(runs: list[RunResults], key: str = "IoU",
 
 
 def summary_rows(runs: list[RunResults]) -> list[list[str]]:
-    keys = [k for k in ("aAcc", "mIoU", "mAcc", "mDice", "mFscore")
-            if any(k in r.summary for r in runs)]
+    keys = [k for k in SUMMARY_KEYS if any(k in r.summary for r in runs)]
     rows = [[k, *(render.fmt(r.summary.get(k)) for r in runs)] for k in keys]
     rows.append(["mean IoU of the table", *(render.fmt(r.mean("IoU")) for r in runs)])
-    return rows
+    return rows + recorded_rows([r.config_path for r in runs])  # configs/metafile.yaml
 
 
 def config_diff(runs: list[RunResults]) -> list[tuple[str, object, object]] | None:

@@ -23,6 +23,7 @@ from seglab.config.walk import head_losses, model_heads, schedulers
 from seglab.engine.checkpoint import best_checkpoints, best_or_latest_checkpoint
 from seglab.errors import UserError
 from seglab.results import render
+from seglab.results.metafile import recorded_rows
 from seglab.results.records import RunResults, load_results
 
 CURVES = (("loss", "training loss"), ("lr", "learning rate"), ("mIoU", "validation mIoU"))
@@ -180,6 +181,7 @@ def build_report(work_dir: str | Path, overlays: int = 6, worst: int = 10) -> tu
     ckpt, ckpt_lines = checkpoints(work_dir)
     title = f"seglab report: {work_dir.name}"
     summary = [[k, render.fmt(v)] for k, v in results.summary.items()]
+    summary += recorded_rows([results.config_path])  # what configs/metafile.yaml says
     sections = [("Summary", render.table(["metric", "value"], summary)
                  + "<p>" + "<br>".join(html.escape(line) for line in ckpt_lines) + "</p>")]
     md = [f"# {title}", "", render.markdown_table(["metric", "value"], summary), "",

@@ -1,0 +1,1 @@
+"""Pretrained weights: how much of a model a checkpoint filled (``coverage``)."""

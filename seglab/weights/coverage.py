@@ -66,9 +66,9 @@ def _modules(names: list[str]) -> list[str]:
 
 def checkpoint_state_dict(source: str, prefix: str | None = None) -> dict[str, torch.Tensor]:
     """The tensors mmengine would load from ``source``, keyed as it keys them."""
-    from mmengine.runner.checkpoint import _load_checkpoint
+    from mmengine.runner import CheckpointLoader
 
-    checkpoint = _load_checkpoint(source, map_location="cpu")
+    checkpoint = CheckpointLoader.load_checkpoint(source, map_location="cpu")
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
     state = {re.sub(r"^module\.", "", k): v for k, v in state.items()}
     if prefix:

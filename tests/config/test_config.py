@@ -35,6 +35,7 @@ def test_broken_config_names_the_file(tmp_path: Path) -> None:
         load_config(broken)
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_config_without_traceback(tmp_path: Path) -> None:
     out = run_cli("train", str(tmp_path / "missing.py"))
     assert out.returncode == 2
@@ -63,6 +64,7 @@ def test_gpu_machine_leaves_the_config_alone(tmp_path: Path, monkeypatch) -> Non
     assert adapt_to_device(cfg, launcher="pytorch") == [] and cfg.pretty_text == before
 
 
+@pytest.mark.slow
 def test_data_root_override_reaches_every_dataset() -> None:
     voc_aug = REPO_ROOT / "configs" / "upernet" / "upernet_r50_voc12aug_v2.0.py"
     cfg = load_config(voc_aug, data_root="/data/voc")
@@ -73,6 +75,7 @@ def test_data_root_override_reaches_every_dataset() -> None:
     assert "data_root" not in cfg.train_dataloader.dataset
 
 
+@pytest.mark.slow
 def test_demo_configs_resolve_to_their_datasets() -> None:
     voc, ade = load_config(VOC_DEMO), load_config(ADE_DEMO)
     assert voc.train_dataloader.dataset.type == "PascalVOCDataset"

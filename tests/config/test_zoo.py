@@ -36,6 +36,7 @@ def test_the_zoo_has_the_seeds_29_families() -> None:
 
 
 @pytest.mark.parametrize("family", zoo.FAMILIES, ids=lambda f: f.name)
+@pytest.mark.slow
 def test_family_builds_and_predicts_or_names_its_package(family: zoo.Family) -> None:
     missing = zoo.missing_packages(family)
     if missing:

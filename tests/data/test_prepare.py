@@ -48,6 +48,7 @@ def _dataset_len(config: str, split: str, data_root: Path) -> int:
     return len(DATASETS.build(cfg[f"{split}_dataloader"].dataset))
 
 
+@pytest.mark.slow
 def test_prepared_datasets_load_in_their_configs(archives, tmp_path) -> None:
     voc = prepare_voc(archives["voc"], tmp_path, checksum=_md5(archives["voc"]))
     assert voc.counts == {"train": NUM_TRAIN, "val": NUM_VAL}

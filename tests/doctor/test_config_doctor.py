@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from seglab.config.loading import ConfigError, load_config
-from seglab.doctor.config_doctor import RECIPES, examine_config, load_recipe
+from seglab.doctor.config_doctor import examine_config
+from seglab.doctor.recipes import RECIPES, load_recipe
 from tests.conftest import REPO_ROOT, VOC_DEMO, run_cli, short_run
 
 CONFIGS = REPO_ROOT / "configs"
@@ -43,7 +44,7 @@ def rules(path: Path, gpus: int | None = None, **options) -> dict[str, str]:
 def test_seed000_v1_lr_far_below_the_recipe() -> None:
     report = examine_config(load_config(ADE_V1), str(ADE_V1))
     finding = next(f for f in report.findings if f.rule == "lr-vs-recipe")
-    assert finding.severity == "warning" and finding.key == "optim_wrapper.optimizer.lr"
+    assert finding.severity == "warning" and finding.where == "optim_wrapper.optimizer.lr"
     assert "0.27x" in finding.message and "2.25e-05" in finding.fix
     plan = report.plan  # ADE20K 20,210 images, 3 GPUs x 2, 200 epochs, 20 warm-up epochs
     assert (plan.train_images, plan.train_images_source) == (20210, "published")
@@ -77,6 +78,7 @@ def test_seed000_v1_2_fp16_amp_with_focal_dice() -> None:
                                      **{"optim_wrapper.dtype": "bfloat16"})
 
 
+@pytest.mark.slow
 def test_seed001_v3_resume_in_the_config_ignores_the_new_schedule(tmp_path: Path) -> None:
     saved_cfg = load_config(CONFIGS / "segformer" / "segformer_mit-b2_voc12aug_v2.0.py")
     ckpt = tmp_path / "epoch_200.pth"
@@ -85,12 +87,13 @@ def test_seed001_v3_resume_in_the_config_ignores_the_new_schedule(tmp_path: Path
     path = write_config(tmp_path, VOC_FINETUNE, f"resume = True\nload_from = {str(ckpt)!r}")
     report = examine_config(load_config(path), str(path))
     finding = next(f for f in report.findings if f.rule == "resume-in-config")
-    assert finding.severity == "warning" and finding.key == "resume"
+    assert finding.severity == "warning" and finding.where == "resume"
     assert "optim_wrapper.optimizer.lr: 6e-05 -> 6e-06 (IGNORED" in finding.message
     assert "--finetune-from" in finding.fix
     assert "resume-in-config" not in rules(VOC_FINETUNE)
 
 
+@pytest.mark.slow
 def test_seed002_epoch_loop_over_an_infinite_sampler(tmp_path: Path) -> None:
     path = write_config(tmp_path, UPERNET_VOC,
                         "train_dataloader = dict(sampler=dict(type='InfiniteSampler'))")
@@ -101,6 +104,7 @@ def test_seed002_epoch_loop_over_an_infinite_sampler(tmp_path: Path) -> None:
     assert "DefaultSampler" in result.stdout
 
 
+@pytest.mark.slow
 def test_seed003_torchvision_weights_into_resnet_v1c_and_hand_scaled_lr(tmp_path: Path) -> None:
     found = rules(UPERNET_AUG)
     assert found["pretrained-arch"] == "warning"
@@ -137,6 +141,7 @@ MISTAKES = {  # rule -> (base config, the mistake)
 
 
 @pytest.mark.parametrize("rule", sorted(MISTAKES))
+@pytest.mark.slow
 def test_common_mistakes_are_errors_naming_their_key(rule: str, tmp_path: Path) -> None:
     base, body = MISTAKES[rule]
     path = write_config(tmp_path, base, body)
@@ -170,6 +175,7 @@ def test_plan_counts_the_data_that_is_there_and_applies_auto_scale_lr(voc_root: 
     assert plan.effective_lr == pytest.approx(cfg.optim_wrapper.optimizer.lr * 2 * 8 / 16)
 
 
+@pytest.mark.slow
 def test_doctor_json_and_exit_code(tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     result = run_cli("doctor", str(ADE_V1), "--json", str(out))
@@ -179,6 +185,7 @@ def test_doctor_json_and_exit_code(tmp_path: Path) -> None:
     assert any(f["rule"] == "lr-vs-recipe" for f in report["findings"])
 
 
+@pytest.mark.slow
 def test_train_refuses_doctor_errors_before_building(voc_root: Path, tmp_path: Path) -> None:
     from seglab.engine.runner import train
 
@@ -193,6 +200,7 @@ def test_train_refuses_doctor_errors_before_building(voc_root: Path, tmp_path: P
     assert (tmp_path / "forced" / "epoch_1.pth").is_file()
 
 
+@pytest.mark.slow
 def test_a_run_without_validation_is_examined(tmp_path: Path) -> None:
     body = ("val_dataloader = None\nval_cfg = None\nval_evaluator = None\n"
             "default_hooks = dict(checkpoint=dict(save_best=None))")

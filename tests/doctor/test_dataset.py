@@ -11,7 +11,14 @@ import pytest
 from PIL import Image
 
 from seglab.data.synth import write_synth_dataset
-from seglab.doctor.dataset import DatasetSpec, config_for_target, run_doctor, specs_from_config
+from seglab.doctor.dataset import (
+    DataDoctorReport,
+    DatasetSpec,
+    config_for_target,
+    run_doctor,
+    specs_from_config,
+)
+from seglab.doctor.finding import Finding
 from tests.conftest import run_cli
 
 
@@ -22,21 +29,22 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "ade20k": write_synth_dataset("ade20k", root, num_train=6, num_val=4, seed=9).root}
 
 
-def _doctor(root: Path) -> dict:
+def _doctor(root: Path) -> DataDoctorReport:
     return run_doctor(specs_from_config(config_for_target(root, None)))
 
 
-def _findings(result: dict) -> list[dict]:
-    return [f for d in result["datasets"] for f in d["findings"]]
+def _findings(result: DataDoctorReport) -> list[Finding]:
+    return [f for d in result.datasets for f in d.findings]
 
 
 @pytest.mark.parametrize("layout", ["voc", "ade20k"])
 def test_clean_dataset_has_no_findings(clean, layout) -> None:
     result = _doctor(clean[layout])
-    assert _findings(result) == [] and result["errors"] == result["warnings"] == 0
-    assert all(d["images"] > 0 and sum(d["class_pixels"]) > 0 for d in result["datasets"])
+    assert _findings(result) == [] and result.errors == result.warnings == []
+    assert all(d.images > 0 and sum(d.class_pixels) > 0 for d in result.datasets)
 
 
+@pytest.mark.slow
 def test_each_injected_voc_defect_is_reported(clean, tmp_path) -> None:
     root = tmp_path / "VOC2012"
     shutil.copytree(clean["voc"], root)
@@ -48,7 +56,7 @@ def test_each_injected_voc_defect_is_reported(clean, tmp_path) -> None:
     labels = np.asarray(Image.open(masks / f"{ids[3]}.png")).copy()
     labels[0, 0] = 200                                                        # out of range
     Image.fromarray(labels).save(masks / f"{ids[3]}.png")
-    found = {(f["check"], Path(f["file"]).stem) for f in _findings(_doctor(root))}
+    found = {(f.rule, Path(f.where).stem) for f in _findings(_doctor(root))}
     assert found == {("pairing", ids[0]), ("size", ids[1]), ("mask-mode", ids[2]),
                      ("label-range", ids[3])}
     report = tmp_path / "doctor.json"
@@ -68,7 +76,7 @@ def test_one_based_labels_without_reduce_zero_label_are_caught(clean, tmp_path) 
                 seg_dir=ann, ids=None, classes=tuple(str(i) for i in range(150)))
     assert _findings(run_doctor([DatasetSpec(**spec, reduce_zero_label=True)])) == []
     (finding,) = _findings(run_doctor([DatasetSpec(**spec, reduce_zero_label=False)]))
-    assert finding["check"] == "label-range" and "reduce_zero_label=True" in finding["message"]
+    assert finding.rule == "label-range" and "reduce_zero_label=True" in finding.message
 
 
 def test_full_ade20k_release_folder_is_explained(tmp_path) -> None:

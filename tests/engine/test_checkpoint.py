@@ -12,6 +12,7 @@ from mmengine.logging import HistoryBuffer
 from seglab.engine.checkpoint import CheckpointError, load_checkpoint_file
 
 
+@pytest.mark.slow
 def test_training_checkpoint_needs_the_allow_list_and_loads_with_it(voc_two_epochs) -> None:
     _, work_dir = voc_two_epochs
     ckpt = Path(work_dir) / "epoch_2.pth"
@@ -86,6 +87,7 @@ def test_mmengine_uses_seglabs_loader_for_local_files(tmp_path: Path) -> None:
         CheckpointLoader.load_checkpoint(str(path))
 
 
+@pytest.mark.slow
 def test_crash_during_save_keeps_the_newest_checkpoint_loadable(voc_root, tmp_path,
                                                                 monkeypatch) -> None:
     """The process dies half-way through writing epoch_2.pth."""

@@ -10,7 +10,7 @@ from mmengine.dataset import InfiniteSampler
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from seglab.engine.fast_resume import ResumableInfiniteSampler
+from seglab.engine.fast_resume import ResumableInfiniteSampler, ResumableIterBasedTrainLoop
 from tests.conftest import VOC_DEMO
 
 
@@ -55,6 +55,7 @@ custom_hooks = [dict(type='BatchRecorder')]
 """
 
 
+@pytest.mark.slow
 def test_iteration_resume_continues_with_the_uninterrupted_runs_batches(
         voc_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mmengine.dataset import BaseDataset
@@ -65,7 +66,7 @@ def test_iteration_resume_continues_with_the_uninterrupted_runs_batches(
     config.write_text(ITER_CONFIG)
     BATCHES.clear()
     runner = train(str(config), work_dir=str(tmp_path / "straight"), data_root=str(voc_root))
-    assert type(runner.train_loop).__name__ == "ResumableIterBasedTrainLoop"
+    assert isinstance(runner.train_loop, ResumableIterBasedTrainLoop)
     straight = list(BATCHES)
     assert len(straight) == 6 and len({tuple(b) for b in straight}) == 6
 

@@ -144,6 +144,7 @@ def _rank_worker(rank: int, world: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_every_rank_resumes_its_own_streams(tmp_path) -> None:
     mp.spawn(_rank_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
@@ -166,6 +167,100 @@ def test_a_resume_on_another_world_size_restores_what_it_can_and_says_so(
     assert state is None and "2 rank(s), this run has 4" in note
     monkeypatch.setattr(mmengine.dist, "get_rank", lambda group=None: 1)
     assert rng_state_for_this_rank({"format": 2, "ranks": states})[0] is states[1]
+
+
+# --- what the runner was built with ---------------------------------------------------
+
+
+def _direct_runner(tmp_path: Path, **kwargs):
+    """A runner built with ``Runner(...)``, not ``Runner.from_cfg``: its ``cfg`` is empty."""
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(3, 2)
+
+        def forward(self, inputs=None, data_samples=None, mode="tensor"):
+            return self.linear(inputs)
+
+    return Runner(model=Toy(), work_dir=str(tmp_path / "work"), **kwargs)
+
+
+def test_pretrained_coverage_reads_load_from_and_resume_of_a_runner_built_without_a_cfg(
+        tmp_path) -> None:
+    """``runner.cfg`` holds ``load_from``/``resume`` only for ``Runner.from_cfg``: a hook
+    that read them there would skip this fine-tune's check."""
+    from seglab.engine.hooks.pretrained_coverage_hook import PretrainedCoverageHook
+    from seglab.engine.runner_fields import runner_arg
+
+    ckpt = tmp_path / "toy.pth"
+    runner = _direct_runner(tmp_path)
+    torch.save({"state_dict": runner.model.state_dict()}, ckpt)
+    runner = _direct_runner(tmp_path, load_from=str(ckpt))
+    assert runner.cfg.get("load_from") is None and runner_arg(runner, "load_from") == str(ckpt)
+    runner.load_or_resume()  # what Runner.train does before before_train
+    hook = PretrainedCoverageHook()
+    hook.before_train(runner)
+    assert hook.coverage is not None and hook.coverage.fraction == 1.0
+
+    resumed = _direct_runner(tmp_path, load_from=str(ckpt), resume=True)
+    assert not resumed.cfg.get("resume") and runner_arg(resumed, "resume") is True
+    hook = PretrainedCoverageHook()
+    hook.before_train(resumed)
+    assert hook.coverage is None  # a resumed run's weights come from the run itself
+
+
+# --- per-class records ----------------------------------------------------------------
+
+
+def _metrics_runner(tmp_path: Path, hooks: list) -> SimpleNamespace:
+    record = {"classes": ["a", "b"], "per_class": {"IoU": [50.0, None]}, "support": [3, 0]}
+    scalars: list = []
+    return SimpleNamespace(
+        hooks=hooks, work_dir=str(tmp_path), epoch=2, iter=40,
+        val_evaluator=SimpleNamespace(metrics=[SimpleNamespace(last_record=record)]),
+        visualizer=SimpleNamespace(add_scalars=lambda s, step: scalars.append((s, step))),
+        scalars=scalars)
+
+
+def test_class_metrics_finds_a_logger_hook_subclass(tmp_path) -> None:
+    """A config's own LoggerHook subclass that logs metrics by iteration: the record and
+    the scalars are named by iteration, as that hook logs them."""
+    from mmengine.hooks import LoggerHook
+
+    from seglab.engine.hooks.class_metrics_hook import ClassMetricsHook
+
+    class MyLoggerHook(LoggerHook):
+        pass
+
+    runner = _metrics_runner(tmp_path, [MyLoggerHook(log_metric_by_epoch=False)])
+    hook = ClassMetricsHook()
+    hook.before_train(runner)
+    hook.after_val_epoch(runner)
+    assert (tmp_path / "class_metrics" / "val_iter_40.json").is_file()
+    assert runner.scalars == [({"val/IoU/a": 50.0}, 40)]
+
+
+def test_class_metrics_names_a_validation_outside_training_final(tmp_path) -> None:
+    """Only validations between before_train and after_train belong to an epoch."""
+    from mmengine.hooks import LoggerHook
+
+    from seglab.engine.hooks.class_metrics_hook import ClassMetricsHook
+
+    runner = _metrics_runner(tmp_path, [LoggerHook()])
+    hook = ClassMetricsHook()
+    names = []
+    for step in (None, hook.before_train, hook.after_train):
+        if step is not None:
+            step(runner)
+        runner.val_evaluator.metrics[0].last_record = {
+            "classes": ["a"], "per_class": {"IoU": [1.0]}, "support": [1]}
+        hook.after_val_epoch(runner)
+        names.append(sorted(p.name for p in (tmp_path / "class_metrics").glob("*.json")))
+    assert names == [["val.json"], ["val.json", "val_epoch_2.json"],
+                     ["val.json", "val_epoch_2.json"]]
 
 
 # --- NaN guard -----------------------------------------------------------------------
@@ -248,6 +343,7 @@ def _nan_worker(rank: int, world: int, store: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_a_nan_on_one_rank_stops_every_rank_with_one_record(tmp_path) -> None:
     mp.spawn(_nan_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2)
     outcomes = [(tmp_path / f"outcome{r}.txt").read_text() for r in range(2)]

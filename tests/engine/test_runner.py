@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.optim import PolyLR
 
 from seglab.config.loading import ConfigError
 from seglab.engine import runner as engine
@@ -44,6 +45,7 @@ def _optimizer_steps(runner) -> set[int]:
     return {int(s["step"]) for s in state.values()}
 
 
+@pytest.mark.slow
 def test_voc_demo_learns_in_two_epochs(voc_two_epochs, voc_root) -> None:
     runner, work_dir = voc_two_epochs
     assert runner.epoch == 2
@@ -52,6 +54,7 @@ def test_voc_demo_learns_in_two_epochs(voc_two_epochs, voc_root) -> None:
     assert metrics["mIoU"] > MIN_MIOU_AFTER_TWO_EPOCHS, metrics
 
 
+@pytest.mark.slow
 def test_ade20k_layout_with_reduce_zero_label_learns(ade_root, tmp_path) -> None:
     runner = engine.train(str(ADE_DEMO), work_dir=str(tmp_path),
                    **short_run(ade_root, 2))
@@ -62,6 +65,7 @@ def test_ade20k_layout_with_reduce_zero_label_learns(ade_root, tmp_path) -> None
     assert metrics["mIoU"] > MIN_MIOU_AFTER_TWO_EPOCHS, metrics
 
 
+@pytest.mark.slow
 def test_resume_continues_at_epoch_three_with_restored_state(voc_two_epochs, voc_root,
                                                              tmp_path) -> None:
     _, first_run = voc_two_epochs
@@ -76,16 +80,18 @@ def test_resume_continues_at_epoch_three_with_restored_state(voc_two_epochs, voc
     # on from the checkpoint: a fresh optimizer or scheduler would be at 1 * ipe.
     assert _optimizer_steps(runner) == {3 * ipe}
     poly = runner.param_schedulers[-1]
-    assert type(poly).__name__ == "PolyLR" and poly.last_step == 3 * ipe
+    assert isinstance(poly, PolyLR) and poly.last_step == 3 * ipe
     saved = torch.load(work_dir / "epoch_2.pth", weights_only=False)
     assert saved["meta"]["iter"] == 2 * ipe
 
 
+@pytest.mark.slow
 def test_resume_without_a_checkpoint_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="no loadable checkpoint found"):
         engine.train(str(VOC_DEMO), work_dir=str(tmp_path), resume=True)
 
 
+@pytest.mark.slow
 def test_new_run_over_existing_checkpoints_is_refused(tmp_path) -> None:
     (tmp_path / "epoch_1.pth").write_bytes(b"a user's checkpoint")
     out = run_cli("train", str(VOC_DEMO), "--work-dir", str(tmp_path))
@@ -105,6 +111,7 @@ def _parse_table(stdout: str) -> tuple[list[str], list[float], float]:
     return names, ious, miou
 
 
+@pytest.mark.slow
 def test_cli_test_prints_per_class_table_and_saves_every_overlay(voc_two_epochs, voc_root) -> None:
     from mmseg.datasets import PascalVOCDataset
 
@@ -125,6 +132,7 @@ def test_cli_test_prints_per_class_table_and_saves_every_overlay(voc_two_epochs,
     assert abs(sum(valid) / len(valid) - miou) <= 0.01
 
 
+@pytest.mark.slow
 def test_dist_train_runs_two_cpu_ranks(voc_root, tmp_path) -> None:
     env = {**os.environ, "PORT": "29517", "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
@@ -143,6 +151,7 @@ def test_dist_train_runs_two_cpu_ranks(voc_root, tmp_path) -> None:
     assert len(state["seglab_rng_state"]["ranks"]) == 2
 
 
+@pytest.mark.slow
 def test_dist_test_on_two_ranks_matches_single_process(voc_two_epochs, voc_root) -> None:
     _, work_dir = voc_two_epochs
     checkpoint = str(Path(work_dir) / "epoch_2.pth")
@@ -167,6 +176,7 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(1)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_latest_checkpoint_on_its_own(voc_root, tmp_path) -> None:
     options = ["--cfg-options", "train_cfg.max_epochs=3", "train_cfg.val_interval=10"]
     proc = subprocess.Popen(
@@ -190,6 +200,7 @@ def test_killed_run_resumes_from_latest_checkpoint_on_its_own(voc_root, tmp_path
     assert _optimizer_steps(runner) == {3 * ipe}  # continued, not restarted
 
 
+@pytest.mark.slow
 def test_tmux_session_runs_training_and_logs_under_work_dir(voc_root, tmp_path) -> None:
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
@@ -210,6 +221,7 @@ def test_tmux_session_runs_training_and_logs_under_work_dir(voc_root, tmp_path) 
         subprocess.run(["tmux", "kill-session", "-t", f"={session}"], capture_output=True)
 
 
+@pytest.mark.slow
 def test_resume_with_a_new_lr_says_it_is_ignored(voc_two_epochs, voc_root, tmp_path) -> None:
     _, first_run = voc_two_epochs
     work_dir = tmp_path / "run"
@@ -224,6 +236,7 @@ def test_resume_with_a_new_lr_says_it_is_ignored(voc_two_epochs, voc_root, tmp_p
     assert "--finetune-from" in out.stdout
 
 
+@pytest.mark.slow
 def test_finetune_from_starts_fresh_with_the_new_lr(voc_two_epochs, voc_root, tmp_path) -> None:
     _, first_run = voc_two_epochs
     new_lr = 2e-4  # below the checkpoint's last LR: no warning expected
@@ -263,6 +276,7 @@ def inject_nan_loss(monkeypatch: pytest.MonkeyPatch, at_call: int) -> None:
     monkeypatch.setattr(CrossEntropyLoss, "forward", nan_once)
 
 
+@pytest.mark.slow
 def test_nan_in_one_loss_term_stops_with_the_term_named(voc_root, tmp_path, monkeypatch) -> None:
     from seglab.engine.checkpoint import load_checkpoint_file
     from seglab.engine.hooks.nonfinite_loss_hook import TrainingDiverged
@@ -287,6 +301,7 @@ def _final_weights(work_dir: Path, epoch: int) -> dict[str, torch.Tensor]:
     return load_checkpoint_file(str(work_dir / f"epoch_{epoch}.pth"))["state_dict"]
 
 
+@pytest.mark.slow
 def test_kill9_at_a_random_step_then_resume_gives_bitwise_identical_weights(
         voc_root, tmp_path) -> None:
     """Same weights as an uninterrupted run: data order, augmentation, dropout/drop-path
@@ -323,6 +338,7 @@ def test_kill9_at_a_random_step_then_resume_gives_bitwise_identical_weights(
     assert not differing, f"killed after {delay:.2f} s: {len(differing)} tensors differ"
 
 
+@pytest.mark.slow
 def test_skip_policy_skips_the_nan_step_and_finishes(voc_root, tmp_path, monkeypatch) -> None:
     ipe = iters_per_epoch(48)
     inject_nan_loss(monkeypatch, at_call=ipe + 2)

@@ -86,6 +86,7 @@ def test_dist_scripts_choose_and_print_the_rendezvous_port(
     assert f"--nnodes={variables.get('NNODES', 1)}" in argv and "--nproc_per_node=2" in argv
 
 
+@pytest.mark.slow
 def test_two_jobs_on_one_node_at_once_both_train(voc_root: Path, tmp_path: Path) -> None:
     """Two 2-rank jobs started together, no PORT: with one default port the second fails
     with "address in use"."""
@@ -135,6 +136,7 @@ def tmux_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
      "--resume"],
     ["bash", str(REPO_ROOT / "scripts" / "tmux_train.sh"), str(VOC_DEMO), "2", "--resume"],
 ], ids=["seglab-train-tmux", "tmux_train.sh"])
+@pytest.mark.slow
 def test_tmux_run_gets_the_callers_environment_and_arguments(
         launch: list[str], tmux_server, stub_torchrun, tmp_path: Path) -> None:
     env, record = stub_torchrun
@@ -189,6 +191,7 @@ def test_tmux_forwards_the_parsed_options_once(argv: list[str], forwarded: list[
             == {k: v for k, v in vars(args).items() if k not in launch_only})
 
 
+@pytest.mark.slow
 def test_kill_9_of_dist_train_leaves_no_rank_training_on(voc_root: Path, tmp_path: Path) -> None:
     """torchrun starts each rank in a session of its own: without seglab arranging for the
     kernel to kill a rank with its launcher, the rank trains on as an orphan after

@@ -7,9 +7,12 @@ import json
 import os
 import subprocess
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_gpu_check_tiny_runs_every_stage_and_writes_its_results(tmp_path) -> None:
     out = tmp_path / "out"
     result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu_check.sh"), "--tiny",

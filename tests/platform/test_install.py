@@ -115,6 +115,7 @@ def test_compiler_without_cxx20_is_named(tmp_path: Path) -> None:
         install.check_toolchain({"PATH": str(tmp_path), "CXX": str(fake)})
 
 
+@pytest.mark.slow
 def test_second_setup_reuses_the_cached_wheel_without_a_compiler(tmp_path: Path) -> None:
     """Re-run the whole set-up with every compiler replaced by one that fails."""
     failing = tmp_path / "fail"
@@ -232,6 +233,7 @@ def test_cpu_ops_stamp_on_a_gpu_node_with_nvcc_is_replaced(
     assert "up to date: stack imports; mmcv ops cuda13.0-sm90" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_gpu_node_without_nvcc_gets_cpu_ops_and_the_families_they_block(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     machine = FakeMachine(monkeypatch, tmp_path, GPU_TORCH, None, installed=None)

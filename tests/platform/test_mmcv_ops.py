@@ -83,6 +83,7 @@ def test_fatbin_arches_reads_the_kernels_of_a_cuda_library() -> None:
     assert mmcv_ops.fatbin_arches(sys.executable) == (frozenset(), frozenset())  # no kernels
 
 
+@pytest.mark.slow
 def test_probe_reports_the_installed_build() -> None:
     from mmcv.ops import get_compiling_cuda_version
 

@@ -59,6 +59,7 @@ def test_compare_the_seed002_tables_flags_the_bicycle_regression(tmp_path: Path)
         load_results(f"{VOC_NOTES}#3")
 
 
+@pytest.mark.slow
 def test_a_file_without_a_table_is_one_clear_error(tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("no results here\n")
@@ -78,6 +79,7 @@ def test_training_records_per_class_results_every_validation(voc_two_epochs) -> 
         abs=0.011)
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_the_per_class_scalars(voc_root: Path, tmp_path: Path) -> None:
     """A run of its own process: mmengine's visualizer is one instance per process, so runs
     made earlier in the test session would share (and write into) one event folder."""
@@ -102,6 +104,7 @@ def test_tensorboard_holds_the_per_class_scalars(voc_root: Path, tmp_path: Path)
     assert logged >= 5
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_renders(voc_two_epochs, tmp_path: Path) -> None:
     _, work_dir = voc_two_epochs
     run = tmp_path / "run"
@@ -126,6 +129,7 @@ def _chromium() -> str | None:
 
 @pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed "
                     "(.ci/run installs it with apt-get; that failed or was skipped)")
+@pytest.mark.slow
 def test_report_screenshot_shows_the_curves_and_the_table(voc_two_epochs, tmp_path: Path) -> None:
     from seglab.results.report import build_report
 
@@ -148,6 +152,7 @@ def test_report_screenshot_shows_the_curves_and_the_table(voc_two_epochs, tmp_pa
     assert share(red_cell, 3) > 0.0003  # coloured per-class table cells (IoU near 0)
 
 
+@pytest.mark.slow
 def test_infer_writes_index_masks_and_overlays(voc_two_epochs, voc_root: Path,
                                                tmp_path: Path) -> None:
     _, work_dir = voc_two_epochs

@@ -83,8 +83,10 @@ def test_other_architecture_and_prefixed_keys(tmp_path: Path) -> None:
     assert cov.fraction == 1.0
 
 
+@pytest.mark.slow
 def test_training_stops_before_step_one_below_the_threshold(voc_root: Path,
                                                              tmp_path: Path) -> None:
+    from seglab.engine.hooks import PretrainedCoverageHook
     from seglab.engine.runner import train
 
     ckpt = tmp_path / "mit_wide.pth"
@@ -100,6 +102,6 @@ def test_training_stops_before_step_one_below_the_threshold(voc_root: Path,
 
     runner = train(str(VOC_DEMO), work_dir=str(tmp_path / "forced"),
                    min_pretrained_coverage=0.0, **run)
-    hook = next(h for h in runner.hooks if type(h).__name__ == "PretrainedCoverageHook")
+    hook = next(h for h in runner.hooks if isinstance(h, PretrainedCoverageHook))
     assert hook.coverage.fraction < 0.2
     assert (tmp_path / "forced" / "epoch_1.pth").is_file()

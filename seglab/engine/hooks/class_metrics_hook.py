@@ -7,7 +7,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from mmengine.hooks import Hook
+from mmengine.hooks import Hook, LoggerHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
@@ -16,9 +16,25 @@ from seglab.evaluation.record import RECORD_DIR, write_record
 
 @HOOKS.register_module()
 class ClassMetricsHook(Hook):
-    """After each validation/test: per-class JSON + CSV in the work dir, per-class scalars."""
+    """After each validation/test: per-class JSON + CSV in the work dir, per-class scalars.
+
+    A validation during training is named by its epoch (or iteration, when the
+    ``LoggerHook`` logs metrics by iteration); a test, or a validation outside
+    training, is ``final``.
+
+    Takes no arguments: ``custom_hooks = [dict(type='ClassMetricsHook')]``.
+    """
 
     priority = "LOW"  # after the evaluator, before nothing in particular
+
+    def __init__(self) -> None:
+        self._training = False
+
+    def before_train(self, runner) -> None:
+        self._training = True  # validations from here on are the training run's
+
+    def after_train(self, runner) -> None:
+        self._training = False
 
     def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
         self._record(runner, "val", runner.val_evaluator)
@@ -26,11 +42,10 @@ class ClassMetricsHook(Hook):
     def after_test_epoch(self, runner, metrics: dict | None = None) -> None:
         self._record(runner, "test", runner.test_evaluator)
 
-    @staticmethod
-    def _position(runner, mode: str) -> tuple[str, int]:
-        if mode == "test" or isinstance(runner._train_loop, dict) or runner._train_loop is None:
+    def _position(self, runner, mode: str) -> tuple[str, int]:
+        if mode == "test" or not self._training:
             return "final", 0
-        logger_hook = next((h for h in runner.hooks if type(h).__name__ == "LoggerHook"), None)
+        logger_hook = next((h for h in runner.hooks if isinstance(h, LoggerHook)), None)
         by_epoch = getattr(logger_hook, "log_metric_by_epoch", True)
         return ("epoch", runner.epoch) if by_epoch else ("iter", runner.iter)
 

@@ -80,10 +80,11 @@ class NonFiniteLossHook(Hook):
     skips in fp32 runs.
 
     Args:
-        policy (str): ``'stop'`` (default) raises at the first non-finite step
-            the optimizer did not skip; ``'skip'`` lets
-            ``SkipNonFiniteOptimWrapper`` skip such steps.
+        policy (str): ``'stop'`` raises at the first non-finite step the
+            optimizer did not skip; ``'skip'`` lets ``SkipNonFiniteOptimWrapper``
+            skip such steps. Defaults to ``'stop'``.
         patience (int): skipped steps in a row after which the run stops.
+            Defaults to 5.
     """
 
     priority = "VERY_HIGH"  # before CheckpointHook and LoggerHook see the iteration

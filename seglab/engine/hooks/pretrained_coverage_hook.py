@@ -9,6 +9,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from seglab.config.walk import pretrained_init
+from seglab.engine.runner_fields import runner_arg
 from seglab.weights.coverage import (
     DEFAULT_MIN_COVERAGE,
     Coverage,
@@ -26,6 +27,12 @@ class PretrainedCoverageHook(Hook):
     Fine-tunes (``load_from``) are measured over the whole model, fresh runs over
     the backbone's ``init_cfg`` checkpoint; resumed runs are skipped (their
     weights come from the run itself).
+
+    Args:
+        min_coverage (float): the fraction of the measured parameters (model or
+            backbone) the checkpoint must fill, else training stops before step 1
+            with ``PretrainedCoverageError``; 0 only reports. Defaults to 0.9
+            (``seglab.weights.coverage.DEFAULT_MIN_COVERAGE``).
     """
 
     priority = "VERY_LOW"
@@ -35,11 +42,12 @@ class PretrainedCoverageHook(Hook):
         self.coverage: Coverage | None = None
 
     def before_train(self, runner) -> None:
-        if runner._resume:
+        if runner_arg(runner, "resume"):
             return
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        if runner._load_from:
-            target, name, (source, prefix) = model, "model", (runner._load_from, None)
+        load_from = runner_arg(runner, "load_from")
+        if load_from:
+            target, name, (source, prefix) = model, "model", (load_from, None)
         else:
             backbone = getattr(model, "backbone", None)
             init = pretrained_init(backbone) if backbone is not None else None

@@ -19,6 +19,7 @@ from seglab.engine.rng import (
     restore_rng_state,
     rng_state_for_this_rank,
 )
+from seglab.engine.runner_fields import runner_arg
 
 
 @HOOKS.register_module()
@@ -35,6 +36,8 @@ class RNGStateHook(Hook):
     between the checkpoint and the next epoch changes nothing; the train
     sampler takes the resumed run's seed. With persistent dataloader workers,
     the workers' own streams still restart on resume.
+
+    Takes no arguments: ``custom_hooks = [dict(type='RNGStateHook')]``.
     """
 
     # After every hook that draws random numbers at the end of a step (ParamSchedulerHook is
@@ -74,7 +77,7 @@ class RNGStateHook(Hook):
             "format": RNG_FORMAT, "ranks": [self._before_val or capture_rng_state()]}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if not (runner._resume and RNG_KEY in checkpoint):
+        if not (runner_arg(runner, "resume") and RNG_KEY in checkpoint):
             return
         self._resumed, note = rng_state_for_this_rank(checkpoint[RNG_KEY])
         if note:
