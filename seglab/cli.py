@@ -8,6 +8,7 @@ config module, for ``--cfg-options``, costs about 0.3 s).
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from pathlib import Path
 from mmengine.config import DictAction
 
 from seglab.demo import DEMO_DATA
-from seglab.errors import UserError
+from seglab.errors import report_error, report_interrupt
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +31,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-cpu", action="store_true",
                         help="run on the CPU even though this machine has NVIDIA GPUs that "
                         "torch cannot use (otherwise an error names the driver/CUDA problem)")
+    parser.add_argument("--skip-data-check", action="store_true",
+                        help="start without first decoding every image and mask the run reads "
+                        "(the check is cached per file under the data root: seconds once done)")
     parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"],
                         default="none", help="job launcher (tools/dist_train.sh sets pytorch)")
     # the deprecated torch.distributed.launch passes it; torchrun uses $LOCAL_RANK
@@ -56,12 +60,26 @@ def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--on-nonfinite", choices=["stop", "skip"], default="stop",
                         help="a NaN/Inf loss or gradient stops the run (default), or skips "
                         "that step (5 in a row stop it); the batch is saved either way")
+    parser.add_argument("--on-bad-sample", choices=["raise", "skip"], default="raise",
+                        help="a training image or mask that cannot be read, or a mask whose "
+                        "size or labels disagree with its image, stops the run naming its "
+                        "index and files (default), or is skipped and recorded in "
+                        "WORK_DIR/bad_samples.json (a bad val sample always stops it)")
+    parser.add_argument("--max-bad-samples", type=int, default=None, metavar="N",
+                        help="with --on-bad-sample skip: stop when more than N distinct bad "
+                        "samples were skipped (default 100)")
     parser.add_argument("--amp", action="store_true",
                         help="automatic mixed precision, as mmseg's tools/train.py --amp "
                         "(AmpOptimWrapper, dynamic loss scale; bf16 where the GPU has it)")
     parser.add_argument("--amp-dtype", choices=["bf16", "fp16"],
                         help="autocast dtype of an AMP run (with --amp, or for a config that "
                         "enables AMP itself)")
+    world = parser.add_mutually_exclusive_group()
+    world.add_argument("--scale-lr", action="store_true",
+                       help="when the world size is not the config's gpu_count: scale "
+                       "optim_wrapper.optimizer.lr to the new total batch (linear rule)")
+    world.add_argument("--as-written", action="store_true",
+                       help="refuse to start unless the world size is the config's gpu_count")
     parser.add_argument("--tmux", action="store_true",
                         help="run in a detached tmux session, logged under the work dir")
     parser.add_argument("--gpus", type=int, default=1,
@@ -102,8 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
           finetune_from=args.finetune_from, ignore_doctor_errors=args.ignore_doctor_errors,
+          skip_data_check=args.skip_data_check,
+          on_bad_sample=args.on_bad_sample, max_bad_samples=args.max_bad_samples,
           on_nonfinite=args.on_nonfinite, amp=args.amp, amp_dtype=args.amp_dtype,
-          allow_cpu=args.allow_cpu,
+          allow_cpu=args.allow_cpu, scale_lr=args.scale_lr, as_written=args.as_written,
           **({} if args.min_pretrained_coverage is None
              else {"min_pretrained_coverage": args.min_pretrained_coverage}))
     return 0
@@ -147,7 +167,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     test(args.config, args.checkpoint, work_dir=args.work_dir, show_dir=args.show_dir,
          cfg_options=args.cfg_options, data_root=args.data_root, launcher=args.launcher,
-         allow_cpu=args.allow_cpu)
+         allow_cpu=args.allow_cpu, skip_data_check=args.skip_data_check)
     return 0
 
 
@@ -412,9 +432,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     try:
         return args.func(args)
-    except UserError as err:
-        print(f"seglab: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        return report_interrupt(resumable="train" in (args.command,
+                                                      getattr(args, "zoo_command", None)))
+    except Exception as err:  # bad input: a message and exit 2; anything else: traceback, 1
+        return report_error(err, "seglab " + shlex.join(argv),
+                            getattr(args, "cfg_options", None))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,42 @@ def test_ade20k_v1_0_to_v1_2_diff_is_exactly_the_seeds_changes() -> None:
     }
 
 
+UPERNET = REPO_ROOT / "configs" / "upernet"
+# seed 002/003's CheckpointHook: every 10 epochs; v1.0 keeps all (max_keep_ckpts unset), v2.0 3
+UPERNET_SEED_CHECKPOINTS = {"upernet_r50_voc12_v1.0.py": -1, "upernet_r50_voc12aug_v2.0.py": 3}
+
+
+@pytest.mark.parametrize("name", sorted(UPERNET_SEED_CHECKPOINTS))
+def test_upernet_seed_configs_step_polylr_per_epoch(name: str) -> None:
+    """The seeds' UPerNet runs step PolyLR once per epoch (v2's comment: by_epoch "must be
+    True, so that the LR is updated per epoch") and keep no best checkpoint."""
+    cfg = load_config(UPERNET / name)
+    (poly,) = cfg.param_scheduler
+    assert poly.type == "PolyLR" and poly.by_epoch is True
+    assert "convert_to_iter_based" not in poly
+    assert (poly.begin, poly.end, poly.power, poly.eta_min) == (0, 200, 0.9, 1e-4)
+    assert cfg.train_cfg.max_epochs == 200
+    checkpoint = cfg.default_hooks.checkpoint
+    assert checkpoint.by_epoch is True and checkpoint.interval == 10
+    assert checkpoint.get("max_keep_ckpts", -1) == UPERNET_SEED_CHECKPOINTS[name]
+    assert checkpoint.get("save_best") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed,variant", [("upernet_r50_voc12_v1.0", "upernet_r50_voc12_v1.1"),
+                                          ("upernet_r50_voc12aug_v2.0",
+                                           "upernet_r50_voc12aug_v2.1")])
+def test_upernet_per_iteration_variants_change_only_schedule_and_best(seed: str,
+                                                                      variant: str) -> None:
+    rows = diff_configs(load_config(UPERNET / f"{seed}.py"), load_config(UPERNET / f"{variant}.py"))
+    expected = {"param_scheduler.0.convert_to_iter_based": ("<absent>", True),
+                "default_hooks.checkpoint.save_best": ("<absent>", "mIoU"),
+                "default_hooks.checkpoint.rule": ("<absent>", "greater")}
+    if seed.endswith("v1.0"):  # the seed kept every checkpoint
+        expected["default_hooks.checkpoint.max_keep_ckpts"] = ("<absent>", 3)
+    assert {key: (a, b) for key, a, b in rows} == expected
+
+
 @pytest.mark.slow
 def test_config_diff_and_show_cli() -> None:
     a = "configs/upernet/upernet_r50_voc12_v1.0.py"

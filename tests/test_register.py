@@ -8,12 +8,12 @@ import inspect
 import pytest
 from mmengine.registry import DATA_SAMPLERS, HOOKS, LOOPS, METRICS, MODEL_WRAPPERS, OPTIM_WRAPPERS
 from mmseg.registry import METRICS as MMSEG_METRICS
-from mmseg.registry import MODELS
+from mmseg.registry import MODELS, TRANSFORMS
 
 import seglab.register  # noqa: F401
 
 REGISTRIES = (HOOKS, LOOPS, DATA_SAMPLERS, OPTIM_WRAPPERS, MODEL_WRAPPERS, METRICS,
-              MMSEG_METRICS, MODELS)
+              MMSEG_METRICS, MODELS, TRANSFORMS)
 
 
 def _seglab_classes() -> dict[str, type]:
@@ -27,7 +27,7 @@ def test_register_registers_every_extension() -> None:
     assert {"NonFiniteLossHook", "RNGStateHook", "PretrainedCoverageHook", "ClassMetricsHook",
             "ResumableIterBasedTrainLoop", "ResumableInfiniteSampler",
             "SkipNonFiniteOptimWrapper", "CPUAwareDDP", "ClassIoUMetric",
-            "FocalLoss"} <= names
+            "FocalLoss", "GuardedLoad", "CheckLoadedSample"} <= names
 
 
 @pytest.mark.parametrize("key", sorted(_seglab_classes()))

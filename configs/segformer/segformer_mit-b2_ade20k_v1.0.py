@@ -1,5 +1,7 @@
 # SegFormer-MiT-B2 on ADE20K (ADEChallengeData2016, 150 classes).               seed 000
-# Result in the seed (v1 line): 26.60 mIoU; mmseg's model zoo (160k iters): 45.58.
+# Result in the seed (v1 line): 26.60 mIoU, attribution ambiguous (v1.0 or v1.4: the table
+# follows the V1.4 note and evaluates an epoch-200 checkpoint of this work dir; see
+# configs/CHANGELOG.md); mmseg's model zoo (160k iters): 45.58.
 #
 # v1.0: the seed's VOC v3 script moved to ADE20K: 3 GPUs x 2 images, lr 6e-6 (10x
 #       below the official 6e-5 at total batch 16: "turtle-speed" learning),

@@ -8,6 +8,10 @@
 #       backbone is ResNetV1c (deep stem), so the stem is not loaded (only a long
 #       "missing keys" warning). Kept as the seed ran it; the official recipe uses
 #       open-mmlab://resnet50_v1c (mmseg's upernet_r50 default).
+#       Seed-exact schedule and checkpoints: PolyLR steps once per epoch (the seed's
+#       `by_epoch=True` "must be True so that the LR is updated per epoch"; no
+#       convert_to_iter_based), a checkpoint every 10 epochs, 3 kept, no best
+#       checkpoint. v2.1 is this run with a per-iteration PolyLR and save_best.
 # Same fragments as v1.0 with the VOC-aug dataset (mmengine forbids two bases that
 # both define the dataloaders, so v2.0 lists them instead of inheriting v1.0).
 _base_ = [
@@ -33,5 +37,12 @@ train_dataloader = dict(batch_size=samples_per_gpu, num_workers=4)
 val_dataloader = dict(batch_size=1, num_workers=4)
 test_dataloader = val_dataloader
 optim_wrapper = dict(optimizer=dict(lr=learning_rate))
+# the seed's scheduler, as written: stepped by ParamSchedulerHook after each epoch
+param_scheduler = [
+    dict(type='PolyLR', eta_min=1e-4, power=0.9, begin=0, end=200, by_epoch=True)
+]
 train_cfg = dict(max_epochs=200, val_interval=1)
-default_hooks = dict(checkpoint=dict(interval=10, max_keep_ckpts=3))
+# the seed's CheckpointHook: no save_best (_delete_ drops the runtime fragment's
+# save_best='mIoU')
+default_hooks = dict(checkpoint=dict(_delete_=True, type='CheckpointHook', by_epoch=True,
+                                     interval=10, max_keep_ckpts=3))

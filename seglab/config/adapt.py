@@ -1,4 +1,5 @@
-"""Fit a config to this machine and the command line: CPU adaptations, AMP dtype.
+"""Fit a config to this machine and the command line: CPU adaptations, dataloader workers,
+AMP dtype, the world size against the config's ``gpu_count``.
 
 Runs before a model, a dataset or a process group is built."""
 
@@ -41,6 +42,79 @@ def adapt_to_device(cfg: Config, launcher: str) -> list[str]:
             cfg.optim_wrapper.pop(amp_only, None)
         notes.append("optim_wrapper AmpOptimWrapper -> OptimWrapper (fp16 AMP needs CUDA)")
     return notes
+
+
+DATALOADERS = ("train_dataloader", "val_dataloader", "test_dataloader")
+
+
+def fit_dataloader_workers(cfg: Config) -> list[str]:
+    """Turn ``persistent_workers`` off where a dataloader has no workers; return the notes.
+
+    mmseg's dataset fragments set ``persistent_workers=True``, and torch's DataLoader
+    refuses it with ``num_workers=0`` ("persistent_workers option needs num_workers > 0"),
+    so the most common debugging override, ``--cfg-options
+    train_dataloader.num_workers=0``, failed on every config.
+    """
+    notes = []
+    for name in DATALOADERS:
+        loader = cfg.get(name)
+        if (isinstance(loader, dict) and loader.get("num_workers", 0) == 0
+                and loader.get("persistent_workers")):
+            loader.persistent_workers = False
+            notes.append(f"{name}.persistent_workers=False (num_workers=0: no worker "
+                         "processes to keep; torch's DataLoader refuses the pair)")
+    return notes
+
+
+def launch_world_size(launcher: str) -> int:
+    """The number of processes of this run, as its launcher announces it before the process
+    group exists: torchrun's ``WORLD_SIZE``, Slurm's ``SLURM_NTASKS``, Open MPI's
+    ``OMPI_COMM_WORLD_SIZE`` (what mmengine's ``init_dist`` reads); 1 without a launcher."""
+    variable = {"pytorch": "WORLD_SIZE", "slurm": "SLURM_NTASKS",
+                "mpi": "OMPI_COMM_WORLD_SIZE"}.get(launcher)
+    return int(os.environ.get(variable, "1")) if variable else 1
+
+
+def fit_world_size(cfg: Config, world_size: int, scale_lr: bool = False,
+                   as_written: bool = False) -> list[str]:
+    """Compare the run's world size with the config's ``gpu_count``; return the note line.
+
+    A config with an int ``gpu_count`` computes its total batch (and often a hand-scaled
+    LR) for that many GPUs; launched on another number of processes it trains at another
+    total batch. Nothing changes silently: the line states the total batch written and
+    now, and that the LR is unchanged, or, with ``scale_lr``, scaled by the linear rule
+    (``lr x now / written``, on ``optim_wrapper.optimizer.lr``). ``as_written`` refuses
+    to start unless the world size is ``gpu_count``. No ``gpu_count``, or the same
+    number: nothing to say.
+    """
+    gpu_count = cfg.get("gpu_count")
+    if not isinstance(gpu_count, int) or isinstance(gpu_count, bool) or gpu_count == world_size:
+        return []
+    if as_written:
+        raise ConfigError(
+            f"--as-written: the config is written for gpu_count={gpu_count} but this run has "
+            f"{world_size} process(es) (world size). Fix: launch {gpu_count} process(es) "
+            f"(tools/dist_train.sh CONFIG {gpu_count}), or drop --as-written (add --scale-lr "
+            "to scale the LR to the new total batch), or set gpu_count in the config.")
+    batch = int(cfg.train_dataloader.get("batch_size", 1))
+    written, now = gpu_count * batch, world_size * batch
+    head = (f"gpu_count={gpu_count} but world size {world_size}: total batch {now} "
+            f"({world_size} x {batch}), not the {written} ({gpu_count} x {batch}) the config "
+            "is written for; ")
+    optimizer = cfg.get("optim_wrapper", {}).get("optimizer", {})
+    lr = optimizer.get("lr")
+    if (cfg.get("auto_scale_lr") or {}).get("enable", False):
+        return [head + "the LR follows the real batch by auto_scale_lr"
+                + (" (--scale-lr not applied on top)" if scale_lr else "")]
+    if lr is None:
+        return [head + "no optim_wrapper.optimizer.lr to scale"
+                + (" (--scale-lr did nothing)" if scale_lr else "")]
+    if scale_lr:
+        optimizer.lr = lr * now / written
+        return [head + f"LR scaled by the linear rule (--scale-lr): {lr:g} x {now}/{written} "
+                f"= {optimizer.lr:g}"]
+    return [head + f"LR unchanged at {lr:g} (--scale-lr scales it to {lr * now / written:g}; "
+            "--as-written refuses to start)"]
 
 
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}

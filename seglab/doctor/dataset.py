@@ -4,21 +4,26 @@ Checks every image/mask pair of every dataset a config's dataloaders use:
 pairing, sizes, mask mode (index vs colour), label values against the class
 count and ignore index after ``reduce_zero_label``, whether ``reduce_zero_label``
 fits the labels, and per-class pixel and image counts (classes absent from
-validation are listed). Findings carry a severity, the check (as the rule),
-the file (as where) and the fix, and print like the config doctor's.
+validation are listed). Every file is decoded in full (``file_check``: on all
+cores, cached per file under the data root), so a truncated, empty or
+undecodable file is a finding too; no file content makes the doctor raise.
+Findings carry a severity, the check (as the rule), the file (as where) and the
+fix, and print like the config doctor's. ``check_data`` is the same examination
+as ``seglab train``/``test`` run it before building anything.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from seglab.doctor.finding import Finding, count_line, finding_line, of_severity
+from seglab.doctor.file_check import MASK_MODES, FileCheck, Progress, stderr_progress
+from seglab.doctor.finding import Finding, by_severity, count_line, finding_line, of_severity
 from seglab.errors import UserError
 
 IGNORE_INDEX = 255
@@ -47,6 +52,10 @@ class DataDoctorReport:
 
     datasets: list[DatasetReport]
     classes_absent_from_val: list[str]
+    # how this check went, not what the data holds (so not in the JSON): files decoded
+    # now, and files whose facts came from the cache
+    files_decoded: int = 0
+    files_cached: int = 0
 
     @property
     def findings(self) -> list[Finding]:
@@ -79,11 +88,33 @@ class DatasetSpec:
     reduce_zero_label: bool
     img_suffix: str = ".jpg"
     seg_suffix: str = ".png"
+    indices: int | list[int] | None = None  # the dataset's ``indices``: a subset of the ids
+    data_root: Path | None = None  # where the file cache goes (default: img/seg common folder)
+
+    def pairs(self) -> list[tuple[Path, Path]]:
+        """``(image, mask)`` paths of every sample, as the dataset will list them."""
+        if not self.img_dir.is_dir():
+            raise UserError(f"{self.name}: image folder {self.img_dir} not found. Fix: prepare "
+                            "the dataset (seglab data prepare) or pass --data-root.")
+        ids = self.ids if self.ids is not None else sorted(
+            p.name[: -len(self.img_suffix)] for p in self.img_dir.glob(f"*{self.img_suffix}"))
+        if isinstance(self.indices, int):
+            ids = ids[:self.indices]
+        elif self.indices is not None:
+            ids = [ids[i] for i in self.indices if -len(ids) <= i < len(ids)]
+        return [(self.img_dir / f"{i}{self.img_suffix}", self.seg_dir / f"{i}{self.seg_suffix}")
+                for i in ids]
+
+    @property
+    def cache_root(self) -> Path:
+        if self.data_root is not None and str(self.data_root):
+            return self.data_root
+        return Path(os.path.commonpath([self.img_dir.absolute(), self.seg_dir.absolute()]))
 
 
-def _mask_findings(spec: DatasetSpec, mask_path: Path, raw: np.ndarray) -> list[Finding]:
+def _mask_findings(spec: DatasetSpec, mask_path: Path, values: np.ndarray) -> list[Finding]:
+    """Label values (the distinct pixel values of a mask) against the classes."""
     num_classes = len(spec.classes)
-    values = np.unique(raw)
     findings = []
     if spec.reduce_zero_label:
         labels = set((values[values != 0] - 1).tolist()) - {IGNORE_INDEX - 1}
@@ -102,56 +133,80 @@ def _mask_findings(spec: DatasetSpec, mask_path: Path, raw: np.ndarray) -> list[
     return findings
 
 
-def examine_dataset(spec: DatasetSpec) -> DatasetReport:
+def _file_findings(img_path: Path, mask_path: Path, image: dict, mask: dict,
+                   ) -> list[Finding]:
+    """Missing, unreadable, size and mode findings of one pair, from its files' facts."""
+    missing = [p for p, f in ((img_path, image), (mask_path, mask)) if f.get("missing")]
+    if missing:
+        return [Finding("error", "pairing", str(missing[0]), "listed in the split but missing",
+                        "restore the file or drop the id from the split list")]
+    findings = [Finding(
+        "error", "unreadable", str(path),
+        f"{what} {facts['error']}; training would die on it mid-epoch",
+        "copy or export the file again from its source, or drop its id from the split list")
+        for path, what, facts in ((img_path, "image", image), (mask_path, "mask", mask))
+        if "error" in facts]
+    if findings:
+        return findings
+    (iw, ih), (mw, mh) = image["size"], mask["size"]
+    if (iw, ih) != (mw, mh):
+        findings.append(Finding("error", "size", str(mask_path),
+                                f"mask is {mw}x{mh}, image is {iw}x{ih}",
+                                "regenerate the mask at the image size"))
+    if mask["mode"] not in MASK_MODES:
+        findings.append(Finding(
+            "error", "mask-mode", str(mask_path),
+            f"mask mode {mask['mode']}: colours, not class indices; mmseg would read "
+            "channel values as labels",
+            "convert colours to indices and save a single-channel (P or L) PNG"))
+    return findings
+
+
+def examine_dataset(spec: DatasetSpec, files: FileCheck | None = None) -> DatasetReport:
+    """``spec``'s report, from the facts ``files`` holds (gathered here when not given)."""
     num_classes = len(spec.classes)
     report = DatasetReport(spec.name, 0, num_classes, spec.reduce_zero_label,
                            [0] * num_classes, [0] * num_classes)
-    if not spec.img_dir.is_dir():
-        raise UserError(f"{spec.name}: image folder {spec.img_dir} not found. Fix: prepare the "
-                        "dataset (seglab data prepare) or pass --data-root.")
-    ids = spec.ids if spec.ids is not None else sorted(
-        p.name[: -len(spec.img_suffix)] for p in spec.img_dir.glob(f"*{spec.img_suffix}"))
+    pairs = spec.pairs()
+    if files is None:
+        files = gather_files([spec], progress=None)
     saw_zero = False
-    for image_id in ids:
+    for img_path, mask_path in pairs:
         report.images += 1
-        img_path = spec.img_dir / f"{image_id}{spec.img_suffix}"
-        mask_path = spec.seg_dir / f"{image_id}{spec.seg_suffix}"
-        missing = [p for p in (img_path, mask_path) if not p.exists()]
-        if missing:
-            report.findings.append(Finding(
-                "error", "pairing", str(missing[0]), "listed in the split but missing",
-                "restore the file or drop the id from the split list"))
+        mask = files.facts[mask_path]
+        findings = _file_findings(img_path, mask_path, files.facts[img_path], mask)
+        report.findings += findings
+        if "hist" not in mask or any(f.rule != "size" for f in findings):
             continue
-        with Image.open(img_path) as image, Image.open(mask_path) as mask:
-            if image.size != mask.size:
-                report.findings.append(Finding(
-                    "error", "size", str(mask_path),
-                    f"mask is {mask.size[0]}x{mask.size[1]}, image is "
-                    f"{image.size[0]}x{image.size[1]}", "regenerate the mask at the image size"))
-            if mask.mode not in ("P", "L"):
-                report.findings.append(Finding(
-                    "error", "mask-mode", str(mask_path),
-                    f"mask mode {mask.mode}: colours, not class indices; mmseg would read "
-                    "channel values as labels",
-                    "convert colours to indices and save a single-channel (P or L) PNG"))
-                continue
-            raw = np.asarray(mask)
-        report.findings += _mask_findings(spec, mask_path, raw)
-        saw_zero |= bool((raw == 0).any())
-        labels = raw.astype(np.int64)
-        if spec.reduce_zero_label:
-            labels = np.where(labels == 0, IGNORE_INDEX, labels - 1)
-        labels = labels[(labels >= 0) & (labels < num_classes)]
-        counts = np.bincount(labels, minlength=num_classes)[:num_classes]
-        for c in np.nonzero(counts)[0]:
-            report.class_pixels[c] += int(counts[c])
-            report.class_images[c] += 1
+        hist = {int(v): n for v, n in mask["hist"].items()}
+        report.findings += _mask_findings(spec, mask_path, np.array(sorted(hist)))
+        saw_zero |= 0 in hist
+        for value, pixels in hist.items():
+            label = (IGNORE_INDEX if value == 0 else value - 1) if spec.reduce_zero_label \
+                else value
+            if 0 <= label < num_classes:
+                report.class_pixels[label] += pixels
+                report.class_images[label] += 1
     if spec.reduce_zero_label and report.images and not saw_zero:
         report.findings.append(Finding(
             "warning", "reduce-zero-label", str(spec.seg_dir),
             "reduce_zero_label=True but no mask contains 0, so nothing is ignored and every "
             "label is shifted down by one", "set reduce_zero_label=False if labels are 0-based"))
     return report
+
+
+def gather_files(specs: list[DatasetSpec], *, use_cache: bool = True, workers: int | None = None,
+                 progress: Progress | None = stderr_progress) -> FileCheck:
+    """Decode (or find in the cache) every image and mask ``specs`` list, one data root
+    at a time."""
+    files = FileCheck()
+    by_root: dict[Path, list[tuple[Path, str]]] = {}
+    for spec in specs:
+        by_root.setdefault(spec.cache_root, []).extend(
+            item for img, mask in spec.pairs() for item in ((img, "image"), (mask, "mask")))
+    for root, items in by_root.items():
+        files.run(root, items, use_cache=use_cache, workers=workers, progress=progress)
+    return files
 
 
 def probe_dataset(leaf):
@@ -166,16 +221,20 @@ def probe_dataset(leaf):
     return DATASETS.get(leaf.type)(**{**kwargs, "lazy_init": True, "pipeline": []})
 
 
-def specs_from_config(cfg) -> list[DatasetSpec]:
-    """The leaf datasets of the train and val dataloaders, resolved as mmseg reads them."""
+def specs_from_config(cfg, splits: tuple[str, ...] = ("train", "val")) -> list[DatasetSpec]:
+    """The leaf datasets of the ``splits``' dataloaders (a split without one is left out),
+    resolved as mmseg reads them."""
     from mmengine.registry import init_default_scope
 
     from seglab.config.walk import leaf_datasets
 
     init_default_scope(cfg.get("default_scope", "mmseg"))
     specs = []
-    for split in ("train", "val"):
-        for i, leaf in enumerate(leaf_datasets(cfg[f"{split}_dataloader"].dataset)):
+    for split in splits:
+        loader = cfg.get(f"{split}_dataloader")
+        if not loader:
+            continue
+        for i, leaf in enumerate(leaf_datasets(loader.dataset)):
             probe = probe_dataset(leaf)
             ann_path = Path(probe.ann_file) if leaf.get("ann_file") else None
             if ann_path is not None and not ann_path.is_file():
@@ -185,10 +244,12 @@ def specs_from_config(cfg) -> list[DatasetSpec]:
                 name=f"{split}[{i}] {leaf.type}",
                 img_dir=Path(probe.data_prefix["img_path"]),
                 seg_dir=Path(probe.data_prefix["seg_map_path"]),
-                ids=ann_path.read_text().split() if ann_path else None,
+                ids=ann_path.read_text(errors="replace").split() if ann_path else None,
                 classes=tuple(probe.metainfo["classes"]),
                 reduce_zero_label=bool(probe.reduce_zero_label),
-                img_suffix=probe.img_suffix, seg_suffix=probe.seg_map_suffix))
+                img_suffix=probe.img_suffix, seg_suffix=probe.seg_map_suffix,
+                indices=leaf.get("indices"),
+                data_root=Path(probe.data_root) if probe.data_root else None))
     return specs
 
 
@@ -216,13 +277,59 @@ def config_for_target(target: Path, data_root: str | None):
     return load_config(target, data_root=data_root)
 
 
-def run_doctor(specs: list[DatasetSpec]) -> DataDoctorReport:
-    """Examine every dataset."""
-    reports = [examine_dataset(spec) for spec in specs]
+def run_doctor(specs: list[DatasetSpec], *, use_cache: bool = True, workers: int | None = None,
+               progress: Progress | None = stderr_progress) -> DataDoctorReport:
+    """Examine every dataset: each file decoded once (or read from the cache), on
+    ``workers`` processes (default: every core), ``progress`` lines to stderr."""
+    files = gather_files(specs, use_cache=use_cache, workers=workers, progress=progress)
+    reports = [examine_dataset(spec, files) for spec in specs]
     val = [r for r in reports if r.name.startswith("val")]
     absent_in_val = sorted({specs[0].classes[c] for r in val for c, n in
                             enumerate(r.class_images) if n == 0}) if val else []
-    return DataDoctorReport(reports, absent_in_val)
+    return DataDoctorReport(reports, absent_in_val, files.examined, files.cached)
+
+
+MAX_ERRORS_SHOWN = 20
+
+
+def check_data(cfg, config: str, splits: tuple[str, ...], *, progress: bool = True,
+               what: str = "train", errors_skipped_at_load: bool = False) -> list[str]:
+    """``seglab train``/``test``'s look at the data before anything is built.
+
+    Runs the data doctor on the ``splits``' datasets of the resolved ``cfg``;
+    raises ``UserError`` with the errors (the file named in each) and returns the
+    warnings as lines to log. With ``errors_skipped_at_load`` (training splits under
+    ``--on-bad-sample skip``) the errors are returned as warnings too: the loader
+    skips those samples and records them.
+    """
+    result = run_doctor(specs_from_config(cfg, splits),
+                        progress=stderr_progress if progress else None)
+    if result.errors and errors_skipped_at_load:
+        return [f"data check: {finding_line(f)} (skipped at load time: --on-bad-sample skip)"
+                for f in result.errors] + check_lines(result)
+    if result.errors:
+        shown = [finding_line(f) for f in result.errors[:MAX_ERRORS_SHOWN]]
+        more = len(result.errors) - len(shown)
+        raise UserError(
+            f"seglab data check found {len(result.errors)} error(s) in the data {config} "
+            f"reads ({'/'.join(splits)}):\n  " + "\n  ".join(shown)
+            + (f"\n  ... and {more} more (seglab data doctor {config} lists them all)"
+               if more else "")
+            + f"\nFix the files, pass --skip-data-check to {what} anyway"
+            + (", or --on-bad-sample skip to skip them while training." if what == "train"
+               else "."))
+    return check_lines(result)
+
+
+def check_lines(result: DataDoctorReport) -> list[str]:
+    """The warnings of a data check, as lines for the training log."""
+    lines = [f"data check: {finding_line(f)}" for f in by_severity(result.warnings)]
+    if result.classes_absent_from_val:
+        lines.append(f"data check: {len(result.classes_absent_from_val)} class(es) absent from "
+                     f"validation ({', '.join(result.classes_absent_from_val[:10])}"
+                     f"{', ...' if len(result.classes_absent_from_val) > 10 else ''}): their "
+                     "IoU is NaN and mIoU averages over the rest")
+    return lines
 
 
 def summary_text(result: DataDoctorReport) -> str:

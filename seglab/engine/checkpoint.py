@@ -33,7 +33,8 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 from numpy._core import multiarray
 
-from seglab.errors import UserError
+from seglab.engine.disk_space import save_failed_error
+from seglab.errors import DISK_FULL, UserError
 
 
 class CheckpointError(UserError):
@@ -119,24 +120,29 @@ class AtomicLocalBackend(LocalBackend):
     """mmengine's local file backend with atomic ``put``: the bytes go to a temporary
     file in the same folder, are flushed to disk, then renamed over the target. A
     crash mid-save leaves the previous checkpoint and no truncated ``epoch_N.pth``;
-    CheckpointHook writes ``last_checkpoint`` only after ``put`` returns.
+    CheckpointHook writes ``last_checkpoint`` only after ``put`` returns. A disk that
+    fills up mid-write is a ``DiskSpaceError`` naming the file, its size and the free space.
 
     Takes no arguments: registered for the ``local`` backend, used for every local path.
     """
 
     def put(self, obj: bytes, filepath: str | Path) -> None:
         filepath = Path(filepath)
-        filepath.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{filepath.name}.", suffix=".tmp",
-                                   dir=filepath.parent)
+        tmp = None
         try:
+            filepath.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{filepath.name}.", suffix=".tmp",
+                                       dir=filepath.parent)
             with os.fdopen(fd, "wb") as handle:
                 _write_bytes(handle, obj)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, filepath)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+        except BaseException as err:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            if isinstance(err, OSError) and err.errno in DISK_FULL:
+                raise save_failed_error(filepath, len(obj), err) from err
             raise
 
 

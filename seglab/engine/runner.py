@@ -16,9 +16,17 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from seglab import register  # noqa: F401  (safe checkpoint loader, CPU DDP)
-from seglab.config.adapt import adapt_to_device, enable_amp
+from seglab.config.adapt import (
+    adapt_to_device,
+    enable_amp,
+    fit_dataloader_workers,
+    fit_world_size,
+    launch_world_size,
+)
 from seglab.config.loading import ConfigError, default_work_dir, load_config
+from seglab.data.bad_samples import use_sample_checks
 from seglab.engine.checkpoint import latest_loadable_checkpoint
+from seglab.engine.disk_space import check_checkpoint_space, check_work_dir_writable
 from seglab.engine.fast_resume import use_fast_resume
 from seglab.launch.device import check_cuda_usable
 from seglab.launch.distributed import die_with_launcher, init_cpu_process_group
@@ -54,7 +62,7 @@ def _prepare(cfg: Config, launcher: str, allow_cpu: bool = False) -> list[str]:
     check_cuda_usable(allow_cpu)
     check_mmcv_kernels(cfg, "cuda" if torch.cuda.is_available() else "cpu")
     cfg.launcher = launcher
-    notes = adapt_to_device(cfg, launcher)
+    notes = adapt_to_device(cfg, launcher) + fit_dataloader_workers(cfg)
     if launcher == "pytorch" and die_with_launcher():
         notes.append("this rank is killed with its torchrun agent (no orphan after kill -9)")
     if launcher == "pytorch" and not torch.cuda.is_available():
@@ -86,6 +94,11 @@ def train(
     amp: bool = False,
     amp_dtype: str | None = None,
     allow_cpu: bool = False,
+    scale_lr: bool = False,
+    as_written: bool = False,
+    skip_data_check: bool = False,
+    on_bad_sample: str = "raise",
+    max_bad_samples: int | None = None,
 ) -> Runner:
     """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir.
 
@@ -94,13 +107,19 @@ def train(
     nothing and to start a fresh run over an existing run's checkpoints (which it
     would overwrite); says which changed settings a resume ignores. ``amp`` and
     ``amp_dtype`` are mmseg's ``--amp`` and seglab's ``--amp-dtype bf16|fp16``;
-    ``allow_cpu`` trains on the CPU of a machine whose GPUs torch cannot use.
+    ``allow_cpu`` trains on the CPU of a machine whose GPUs torch cannot use. A config
+    whose ``gpu_count`` is not the world size logs the total batch written and now;
+    ``scale_lr`` scales the LR to it (linear rule), ``as_written`` refuses to start.
+    ``on_bad_sample``/``max_bad_samples``: what a sample that fails to load does (see
+    :func:`seglab.data.bad_samples.use_sample_checks`).
     """
     cfg = load_config(config, cfg_options, data_root)
     amp_notes = enable_amp(cfg, amp, amp_dtype)
     _set_work_dir(cfg, config, work_dir)
     # the config as written (before --resume/--finetune-from set load_from)
     plan, warnings = _run_doctor(cfg, config, launcher, ignore_doctor_errors)
+    # a gpu_count config on another world size: say so, scale the LR or refuse
+    warnings += fit_world_size(cfg, launch_world_size(launcher), scale_lr, as_written)
     existing = _existing_checkpoints(cfg.work_dir)
     if isinstance(resume, str):
         if not osp.isfile(resume):
@@ -130,10 +149,18 @@ def train(
     warnings += _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
+    if on_bad_sample == "skip":  # the loader skips bad training samples and records them
+        warnings += _run_data_check(cfg, config, ("train",), launcher, skip_data_check,
+                                    errors_skipped_at_load=True)
+        warnings += _run_data_check(cfg, config, ("val",), launcher, skip_data_check)
+    else:
+        warnings += _run_data_check(cfg, config, ("train", "val"), launcher, skip_data_check)
+    check_work_dir_writable(cfg.work_dir)
     notes = (amp_notes + _prepare(cfg, launcher, allow_cpu) + use_fast_resume(cfg)
-             + _use_class_metrics(cfg)
+             + _use_class_metrics(cfg) + use_sample_checks(cfg, on_bad_sample, max_bad_samples)
              + _add_guard_hooks(cfg, min_pretrained_coverage, on_nonfinite))
     runner = _build_runner(cfg)
+    check_checkpoint_space(runner)  # the model exists now: its size is known
     _log_notes(notes)
     print_log(plan, logger="current")
     for line in warnings:
@@ -151,7 +178,7 @@ def _run_doctor(cfg: Config, config: str, launcher: str,
     from seglab.doctor.config_doctor import examine_config, plan_text
     from seglab.doctor.finding import finding_line
 
-    world = int(os.environ.get("WORLD_SIZE", "1")) if launcher != "none" else 1
+    world = launch_world_size(launcher)
     report = examine_config(cfg, config, gpus=world)
     lines = [finding_line(f) for f in report.findings if f.severity != "info"]
     if report.errors and not ignore_errors:
@@ -161,6 +188,29 @@ def _run_doctor(cfg: Config, config: str, launcher: str,
             + "\nFix them, or pass --ignore-doctor-errors to train anyway.")
     plan = "seglab doctor plan:\n" + "\n".join(plan_text(report.plan))
     return plan, [f"doctor: {line}" for line in lines]
+
+
+def _run_data_check(cfg: Config, config: str, splits: tuple[str, ...], launcher: str,
+                    skip: bool, what: str = "train", errors_skipped_at_load: bool = False,
+                    ) -> list[str]:
+    """Decode every image and mask of the ``splits``' datasets before anything is built
+    or written (``seglab data doctor``'s checks, cached per file under the data root);
+    refuse errors unless ``skip``. Returns the warnings to log once the logger exists.
+
+    Under a launcher every rank checks, as every rank runs the config doctor: all of
+    them then stop with the same error, none builds a model or touches the work dir
+    while another has refused, and no process group is needed yet. The ranks take
+    turns on the data root's cache, so one decodes (on all cores) and the others read
+    its results in seconds; only rank 0 prints progress.
+    """
+    if skip:
+        return ["data check skipped (--skip-data-check): a bad image or mask is found only "
+                "when it is loaded (it stops the run, or is skipped with --on-bad-sample skip)"]
+    from seglab.doctor.dataset import check_data
+
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+    return check_data(cfg, config, splits, progress=launcher == "none" or rank == "0",
+                      what=what, errors_skipped_at_load=errors_skipped_at_load)
 
 
 def _add_hook(cfg: Config, hook: dict[str, Any], note: str) -> list[str]:
@@ -242,6 +292,7 @@ def test(
     data_root: str | None = None,
     launcher: str = "none",
     allow_cpu: bool = False,
+    skip_data_check: bool = False,
 ) -> dict[str, float]:
     """Evaluate ``checkpoint`` on the config's test set; return the metrics.
 
@@ -253,10 +304,13 @@ def test(
     cfg = load_config(config, cfg_options, data_root)
     cfg.load_from = checkpoint
     _set_work_dir(cfg, config, work_dir)
-    notes = _prepare(cfg, launcher, allow_cpu) + _use_class_metrics(cfg)
+    warnings = _run_data_check(cfg, config, ("test",), launcher, skip_data_check, "test")
+    notes = _prepare(cfg, launcher, allow_cpu) + _use_class_metrics(cfg) + use_sample_checks(cfg)
     image_dir = trigger_visualization(cfg, show_dir) if show_dir else None
     runner = _build_runner(cfg)
     _log_notes(notes)
+    for line in warnings:
+        print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
     metrics = runner.test()
     if image_dir:
         print_log(f"seglab: {len(os.listdir(image_dir))} prediction overlays saved in {image_dir}",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from mmengine.config import Config
 
-from seglab.config.adapt import adapt_to_device
+from seglab.config.adapt import adapt_to_device, fit_dataloader_workers
 from seglab.config.loading import ConfigError, default_work_dir, load_config
 from tests.conftest import ADE_DEMO, REPO_ROOT, VOC_DEMO, run_cli
 
@@ -88,3 +91,53 @@ def test_demo_configs_resolve_to_their_datasets() -> None:
         assert cfg.train_dataloader.sampler.type == "DefaultSampler"
     assert voc.custom_imports.imports == ["seglab.register"]
     assert default_work_dir(VOC_DEMO) == "work_dirs/segformer_mit-b0_synth-voc_v1.0"
+
+
+def test_no_workers_turns_persistent_workers_off() -> None:
+    cfg = Config(dict(
+        train_dataloader=dict(num_workers=0, persistent_workers=True),
+        val_dataloader=dict(num_workers=2, persistent_workers=True),
+        test_dataloader=dict(persistent_workers=True)))  # torch's default: no workers
+    notes = fit_dataloader_workers(cfg)
+    assert cfg.train_dataloader.persistent_workers is False
+    assert cfg.val_dataloader.persistent_workers is True
+    assert cfg.test_dataloader.persistent_workers is False
+    assert len(notes) == 2 and notes[0].startswith("train_dataloader.persistent_workers=False")
+    assert fit_dataloader_workers(cfg) == []
+    assert fit_dataloader_workers(Config(dict(val_dataloader=None))) == []
+
+
+@pytest.mark.slow
+def test_num_workers_0_override_builds_the_dataloaders(tmp_path: Path) -> None:
+    """``--cfg-options train_dataloader.num_workers=0`` (the common debugging override)
+    on a config whose dataloaders keep persistent workers: the prepare step shared by
+    ``seglab train`` and ``seglab test`` turns them off, and every dataloader builds."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    from mmseg.utils import register_all_modules
+
+    from seglab.data.synth import write_synth_dataset
+    from seglab.engine.runner import _prepare
+
+    register_all_modules(init_default_scope=False)
+    root = write_synth_dataset("voc", tmp_path, num_train=4, num_val=2, seed=0).root
+    options = {f"{name}.num_workers": 0 for name in ("train_dataloader", "val_dataloader",
+                                                     "test_dataloader")}
+    cfg = load_config(VOC_DEMO, options, data_root=str(root))
+    assert cfg.train_dataloader.persistent_workers is True  # mmseg's dataset fragment
+    with pytest.raises(ValueError, match="persistent_workers option needs num_workers > 0"):
+        Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader))
+    notes = _prepare(cfg, "none", allow_cpu=True)
+    assert any(n.startswith("train_dataloader.persistent_workers=False") for n in notes)
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
+            loader = Runner.build_dataloader(cfg[name], seed=0)
+            assert loader.num_workers == 0 and not loader.persistent_workers
+            assert next(iter(loader))["inputs"], name
+
+
+def test_python_dash_m_seglab_is_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "seglab", "--help"], cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: seglab") and "train" in out.stdout

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seglab.cli import main
 from seglab.data.synth import write_synth_dataset
+from seglab.doctor import file_check
 from seglab.doctor.dataset import (
     DataDoctorReport,
     DatasetSpec,
@@ -20,6 +22,13 @@ from seglab.doctor.dataset import (
 )
 from seglab.doctor.finding import Finding
 from tests.conftest import run_cli
+from tests.doctor.spoil import (
+    SPOILERS,
+    copy_dataset,
+    count_decodes,
+    first_id,
+    truncated_jpeg,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +38,8 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "ade20k": write_synth_dataset("ade20k", root, num_train=6, num_val=4, seed=9).root}
 
 
-def _doctor(root: Path) -> DataDoctorReport:
-    return run_doctor(specs_from_config(config_for_target(root, None)))
+def _doctor(root: Path, **options) -> DataDoctorReport:
+    return run_doctor(specs_from_config(config_for_target(root, None)), **options)
 
 
 def _findings(result: DataDoctorReport) -> list[Finding]:
@@ -87,3 +96,91 @@ def test_full_ade20k_release_folder_is_explained(tmp_path) -> None:
     (full / "index_ade20k.pkl").write_bytes(b"")
     with pytest.raises(UserError, match="full ADE20K release.*ADEChallengeData2016.zip"):
         config_for_target(full, None)
+
+
+@pytest.mark.parametrize("spoil", sorted(SPOILERS))
+def test_each_spoiled_file_is_one_error_naming_it(clean, tmp_path, spoil) -> None:
+    """Truncated, empty, wrong-size, colour, out-of-range or missing: a finding with the
+    file and the fix, never an exception."""
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    path, rule = SPOILERS[spoil](root, first_id(root))
+    result = _doctor(root, progress=None)
+    assert [(f.rule, Path(f.where)) for f in result.findings] == [(rule, path)]
+    assert result.errors[0].fix
+
+
+def test_data_doctor_command_reports_a_truncated_jpeg(clean, tmp_path, capsys) -> None:
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    path, _ = truncated_jpeg(root, first_id(root))
+    assert main(["data", "doctor", str(root)]) == 1
+    out, err = capsys.readouterr()
+    assert f"ERROR [unreadable] {path}: image cannot be decoded" in out
+    assert "Fix:" in out and "Traceback" not in err
+    assert "data check: 20/20 files" in err  # 6 + 4 pairs
+
+
+def test_second_check_decodes_only_what_changed(clean, tmp_path, monkeypatch) -> None:
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    first = _doctor(root, progress=None)
+    assert (first.files_decoded, first.files_cached) == (20, 0)
+    assert (root / file_check.CACHE_NAME).is_file()
+    decoded = count_decodes(monkeypatch)
+    again = _doctor(root, progress=None)
+    assert decoded == [] and (again.files_decoded, again.files_cached) == (0, 20)
+    assert again.to_dict() == first.to_dict()
+    path, _ = truncated_jpeg(root, first_id(root, "val"))
+    spoiled = _doctor(root, progress=None)
+    assert decoded == [str(path)] and [Path(f.where) for f in spoiled.errors] == [path]
+
+
+def test_read_only_data_root_caches_in_the_user_cache(clean, tmp_path, monkeypatch) -> None:
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    monkeypatch.setattr(file_check, "_writable", lambda folder: False)
+    _doctor(root, progress=None)
+    assert not (root / file_check.CACHE_NAME).exists()
+    (cache,) = (tmp_path / "home-cache" / "seglab" / "data-check").glob("*.json")
+    assert _doctor(root, progress=None).files_decoded == 0
+
+
+def test_a_damaged_cache_is_ignored(clean, tmp_path) -> None:
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    (root / file_check.CACHE_NAME).write_text('{"version": 1, "files": ')
+    assert _doctor(root, progress=None).files_decoded == 20
+
+
+@pytest.mark.slow
+def test_a_process_pool_decodes_the_same_facts_with_progress(clean, tmp_path,
+                                                             monkeypatch) -> None:
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    serial = _doctor(root, use_cache=False, progress=None)
+    monkeypatch.setattr(file_check, "PARALLEL_FROM", 1)
+    lines: list[str] = []
+    pooled = _doctor(root, use_cache=False, workers=2, progress=lines.append)
+    assert pooled.to_dict() == serial.to_dict()
+    assert "decoding 20 on 2 process(es)" in lines[0]
+    assert any(line.endswith("/20 files") for line in lines[1:-1])
+    assert lines[-1].startswith("data check: 20/20 files in ")
+
+
+def test_a_second_process_waits_for_the_first_ones_check(clean, tmp_path) -> None:
+    """The ranks of a torchrun job take turns on a data root: one decodes, the others
+    read its cache afterwards instead of all decoding at once."""
+    import threading
+    import time
+
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    specs = specs_from_config(config_for_target(root, None))
+    lines: list[str] = []
+    with file_check._turn(root, None):  # another process checking this root
+        waiter = threading.Thread(target=run_doctor, args=(specs,),
+                                  kwargs={"progress": lines.append})
+        waiter.start()
+        deadline = time.monotonic() + 10
+        while not lines and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert waiter.is_alive() and lines == [
+            f"data check: waiting for another seglab process checking {root}"]
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and lines[-1].startswith("data check: 20/20 files")

@@ -87,6 +87,20 @@ def test_mmengine_uses_seglabs_loader_for_local_files(tmp_path: Path) -> None:
         CheckpointLoader.load_checkpoint(str(path))
 
 
+def _fail_second_save(error: BaseException, writes: list[int]):
+    """A ``_write_bytes`` that writes half of the second checkpoint, then raises ``error``;
+    ``writes`` collects the sizes it was asked to write."""
+
+    def write(handle, data: bytes) -> None:
+        writes.append(len(data))
+        if len(writes) == 2:
+            handle.write(data[: len(data) // 2])
+            raise error
+        handle.write(data)
+
+    return write
+
+
 @pytest.mark.slow
 def test_crash_during_save_keeps_the_newest_checkpoint_loadable(voc_root, tmp_path,
                                                                 monkeypatch) -> None:
@@ -95,16 +109,8 @@ def test_crash_during_save_keeps_the_newest_checkpoint_loadable(voc_root, tmp_pa
     from seglab.engine import runner as engine
     from tests.conftest import VOC_DEMO
 
-    writes = []
-
-    def crash_on_second_save(handle, data: bytes) -> None:
-        writes.append(len(data))
-        if len(writes) == 2:
-            handle.write(data[: len(data) // 2])
-            raise SystemExit("simulated crash during checkpoint save")
-        handle.write(data)
-
-    monkeypatch.setattr(ckpt, "_write_bytes", crash_on_second_save)
+    crash = SystemExit("simulated crash during checkpoint save")
+    monkeypatch.setattr(ckpt, "_write_bytes", _fail_second_save(crash, []))
     options = {"train_cfg.max_epochs": 3, "train_cfg.val_interval": 10,
                "default_hooks.checkpoint.save_best": None}
     with pytest.raises(SystemExit):
@@ -162,3 +168,141 @@ def test_rng_state_survives_a_weights_only_checkpoint_and_validation(tmp_path) -
     draws(), draws()  # whatever validation consumes
     hook.after_val_epoch(runner)
     assert draws() == expected
+
+
+# Save every iteration of a small batch: the second checkpoint comes after two steps.
+EVERY_ITER = {"train_cfg.max_epochs": 1, "train_dataloader.batch_size": 2,
+              "default_hooks.checkpoint.by_epoch": False, "default_hooks.checkpoint.interval": 1,
+              "default_hooks.checkpoint.save_best": None}
+
+
+@pytest.mark.slow
+def test_full_disk_during_save_keeps_the_previous_checkpoint(voc_root, tmp_path,
+                                                             monkeypatch) -> None:
+    import errno
+
+    from seglab.engine import checkpoint as ckpt
+    from seglab.engine import runner as engine
+    from seglab.engine.disk_space import DiskSpaceError
+    from tests.conftest import VOC_DEMO
+
+    writes: list[int] = []
+    disk_full = OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(ckpt, "_write_bytes", _fail_second_save(disk_full, writes))
+    with pytest.raises(DiskSpaceError) as err:
+        engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
+                     cfg_options=EVERY_ITER, skip_data_check=True)
+    message = str(err.value)
+    assert f"{tmp_path / 'iter_2.pth'}: not saved: No space left on device" in message
+    assert f"({writes[1]} bytes)" in message and "free on that disk" in message
+    assert f"previous checkpoint {tmp_path / 'iter_1.pth'} is kept" in message
+    assert "--work-dir" in message and "max_keep_ckpts" in message
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["iter_1.pth"]
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert Path((tmp_path / "last_checkpoint").read_text()).name == "iter_1.pth"
+    assert "state_dict" in load_checkpoint_file(str(tmp_path / "iter_1.pth"))
+
+
+@pytest.mark.slow
+def test_unwritable_work_dir_is_refused_at_start(voc_root, tmp_path, monkeypatch,
+                                                 capsys) -> None:
+    import errno
+    import os
+
+    from seglab import cli
+    from seglab.engine import disk_space
+    from tests.conftest import VOC_DEMO
+
+    work_dir = tmp_path / "read_only"
+    work_dir.mkdir(mode=0o500)
+    if os.geteuid() == 0:  # root writes anywhere: fail the probe as the file system would
+
+        def denied(folder: Path) -> None:
+            raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+        monkeypatch.setattr(disk_space, "_write_probe", denied)
+    try:
+        code = cli.main(["train", str(VOC_DEMO), "--work-dir", str(work_dir),
+                         "--data-root", str(voc_root), "--skip-data-check"])
+    finally:
+        work_dir.chmod(0o700)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"seglab: error: work dir {str(work_dir)!r} is not writable (Permission denied)" in err
+    assert "--work-dir" in err
+    assert list(work_dir.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_too_little_free_space_is_refused_before_training(voc_root, tmp_path,
+                                                          monkeypatch) -> None:
+    import shutil
+
+    from mmengine.runner import Runner
+
+    from seglab.engine import runner as engine
+    from seglab.engine.disk_space import DiskSpaceError
+    from tests.conftest import VOC_DEMO
+
+    real_usage = shutil.disk_usage
+    tight = real_usage(tmp_path)._replace(free=50 * 2**20)  # 50 MiB
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: tight)
+    monkeypatch.setattr(Runner, "train", lambda self: pytest.fail("training started"))
+    with pytest.raises(DiskSpaceError) as err:
+        engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
+                     skip_data_check=True)
+    message = str(err.value)
+    assert f"not enough free space for this run's checkpoints in {tmp_path}" in message
+    assert ("3 kept (max_keep_ckpts=3) + 1 best (save_best) + 1 being written = 5 checkpoints"
+            in message)
+    assert "0.05 GiB are free" in message and "--work-dir" in message
+    assert not list(tmp_path.glob("*.pth"))
+
+
+def test_checkpoint_size_and_copies_without_building_a_run() -> None:
+    from mmengine.config import Config
+
+    from seglab.engine.disk_space import (
+        CHECKPOINT_OVERHEAD,
+        checkpoint_copies,
+        estimate_checkpoint_bytes,
+    )
+
+    model = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.BatchNorm1d(10))
+    model[1].weight.requires_grad_(False)
+    weights = (110 + 10 + 10) * 4 + (10 + 10) * 4 + 8  # params, BN running stats, int64 count
+    trained = 110 + 10
+    for optimizer, state in [(dict(type="AdamW"), 2), (dict(type="SGD", momentum=0.9), 1),
+                             (dict(type="SGD"), 0)]:
+        assert estimate_checkpoint_bytes(model, dict(optimizer=optimizer)) == int(
+            (weights + trained * 4 * state) * CHECKPOINT_OVERHEAD)
+
+    cfg = Config(dict(train_cfg=dict(max_epochs=10), default_hooks=dict(
+        checkpoint=dict(type="CheckpointHook", interval=4, max_keep_ckpts=-1))))
+    assert checkpoint_copies(cfg) == (
+        4, "3 saved and all kept (max_keep_ckpts not set) + 1 being written = 4 checkpoints")
+    cfg.default_hooks.checkpoint.update(max_keep_ckpts=2, save_best=["mIoU", "aAcc"])
+    assert checkpoint_copies(cfg)[0] == 2 + 2 + 1
+
+
+def test_a_save_that_runs_out_of_space_leaves_the_previous_file_and_no_torso(
+        tmp_path, monkeypatch) -> None:
+    import errno
+
+    from seglab.engine import checkpoint as ckpt
+    from seglab.engine.disk_space import DiskSpaceError
+
+    backend = ckpt.AtomicLocalBackend()
+    backend.put(b"epoch 1 weights", tmp_path / "epoch_1.pth")
+    (tmp_path / "last_checkpoint").write_text(str(tmp_path / "epoch_1.pth"))
+
+    def disk_full(handle, data: bytes) -> None:
+        handle.write(data[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt, "_write_bytes", disk_full)
+    with pytest.raises(DiskSpaceError, match=r"epoch_2.pth: not saved: No space left on device; "
+                       r"it needs 0.00 GiB \(5000 bytes\) and [\d.]+ GiB is free"):
+        backend.put(b"x" * 5000, tmp_path / "epoch_2.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1.pth", "last_checkpoint"]
+    assert (tmp_path / "epoch_1.pth").read_bytes() == b"epoch 1 weights"

@@ -6,7 +6,8 @@ imports every rule module, so ``RULES`` is complete. The modules are imported
 in a fixed order, which is the order of findings of one severity in a report:
 ``schedule`` (sampler, schedulers, validation, checkpoints, save_best),
 ``data`` (classes and labels), ``weights`` (pretrained weights), ``losses``,
-``lr`` (learning rate against the recipe, fine-tuning and resume).
+``lr`` (learning rate against the recipe, fine-tuning and resume), ``keys`` (every
+``type=`` dict's keys against its class's signature).
 """
 
 from __future__ import annotations
@@ -25,4 +26,4 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
-from seglab.doctor.rules import schedule, data, weights, losses, lr  # noqa: E402, F401, I001
+from seglab.doctor.rules import schedule, data, weights, losses, lr, keys  # noqa: E402, F401, I001
