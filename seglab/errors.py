@@ -133,8 +133,9 @@ def _original_message(err: BaseException) -> str:
 
 def rank_prefix() -> str:
     """``[rank N] `` inside a multi-process job (every rank runs ``main``), else nothing."""
-    rank = os.environ.get("RANK")
-    return f"[rank {rank}] " if rank and int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    from seglab.launch.env import in_multi_process_job, launch_rank
+
+    return f"[rank {launch_rank()}] " if in_multi_process_job() else ""
 
 
 def report_error(err: BaseException, command_line: str,

@@ -66,15 +66,6 @@ def fit_dataloader_workers(cfg: Config) -> list[str]:
     return notes
 
 
-def launch_world_size(launcher: str) -> int:
-    """The number of processes of this run, as its launcher announces it before the process
-    group exists: torchrun's ``WORLD_SIZE``, Slurm's ``SLURM_NTASKS``, Open MPI's
-    ``OMPI_COMM_WORLD_SIZE`` (what mmengine's ``init_dist`` reads); 1 without a launcher."""
-    variable = {"pytorch": "WORLD_SIZE", "slurm": "SLURM_NTASKS",
-                "mpi": "OMPI_COMM_WORLD_SIZE"}.get(launcher)
-    return int(os.environ.get(variable, "1")) if variable else 1
-
-
 def fit_world_size(cfg: Config, world_size: int, scale_lr: bool = False,
                    as_written: bool = False) -> list[str]:
     """Compare the run's world size with the config's ``gpu_count``; return the note line.

@@ -32,10 +32,20 @@ def walk_dicts(node: Any) -> Iterator[dict]:
             yield from walk_dicts(value)
 
 
+# mmengine's and mmseg's dataset wrappers over one ``dataset`` (mmseg's DRIVE, STARE, HRF and
+# CHASE_DB1 configs repeat theirs); ``ConcatDataset`` joins a list of ``datasets``
+ONE_DATASET_WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset")
+
+
 def leaf_datasets(dataset: ConfigDict) -> list[ConfigDict]:
-    """The datasets that read files: a ``ConcatDataset`` (VOC-aug) is opened up."""
-    if dataset.get("type") == "ConcatDataset":
+    """The datasets that read files: a ``ConcatDataset`` (VOC-aug) and the wrappers over
+    one dataset (``RepeatDataset``, ``ClassBalancedDataset``, ``MultiImageMixDataset``,
+    with or without a scope: ``mmengine.RepeatDataset``) are opened up, nested or not."""
+    kind = str(dataset.get("type", "")).replace("::", ".").rsplit(".", 1)[-1]
+    if kind == "ConcatDataset":
         return [leaf for d in dataset.datasets for leaf in leaf_datasets(d)]
+    if kind in ONE_DATASET_WRAPPERS:
+        return leaf_datasets(dataset.dataset)
     return [dataset]
 
 

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import os.path as osp
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,7 +40,9 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmseg.registry import TRANSFORMS
 
+from seglab.atomic_files import atomic_write, folder_lock
 from seglab.errors import UserError
+from seglab.launch.env import launch_rank
 
 POLICIES = ("raise", "skip")
 DEFAULT_MAX_BAD_SAMPLES = 100
@@ -109,23 +110,6 @@ def _describe(err: BaseException, what: str) -> str:
 # the record of skipped samples, shared by dataloader workers and ranks
 
 
-@contextlib.contextmanager
-def _locked(folder: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (its directory fd): one writer at a time."""
-    try:
-        import fcntl
-    except ImportError:  # no fcntl (Windows): one process writes at a time in practice
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
 def read_records(path: str) -> list[dict[str, Any]]:
     """The records in ``path`` (``[]`` when there is none yet)."""
     if not osp.isfile(path):
@@ -143,17 +127,15 @@ def add_record(path: str, record: dict[str, Any]) -> tuple[int, bool]:
     """
     folder = osp.dirname(osp.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    with _locked(folder):
+    with folder_lock(folder):
         records = read_records(path)
         key = (record["split"], record["index"], record["img_path"])
         if any((r["split"], r["index"], r["img_path"]) == key for r in records):
             return len(records), False
         records.append(record)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bad_samples.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             json.dump(records, f, indent=1)
             f.write("\n")
-        os.replace(tmp, path)
         return len(records), True
 
 
@@ -434,7 +416,7 @@ def use_sample_checks(cfg: Config, on_bad_sample: str = "raise",
         return []
     splits = "/".join(dict.fromkeys(checked))
     if on_bad_sample == "skip":
-        if record and not cfg.get("resume") and os.environ.get("RANK", "0") == "0":
+        if record and not cfg.get("resume") and launch_rank() == 0:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(record)  # a fresh run: the old run's record is not this one's
         return [f"{splits} samples checked as they load (decodes, mask size, labels); bad "

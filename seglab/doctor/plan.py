@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from mmengine.config import Config, ConfigDict
 
 from seglab.config.walk import leaf_datasets, schedulers
-from seglab.doctor.dataset import probe_dataset
+from seglab.doctor.dataset import DataNotFound, probe_dataset
 from seglab.doctor.recipes import PUBLISHED_SIZES, Recipe, recipe_for
 
 WARMUP_TYPES = ("LinearLR", "ConstantLR", "ExponentialLR")
@@ -110,7 +110,7 @@ def describe_dataset(leaf: ConfigDict) -> DatasetInfo:
     list or folder listing when the data is here (no image is read), else published sizes."""
     try:
         probe = probe_dataset(leaf)
-    except (AssertionError, FileNotFoundError):
+    except DataNotFound:  # the data is not here: the config's own figures
         probe = None
     size, source = None, "unknown"
     if probe is None:

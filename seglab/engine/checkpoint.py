@@ -17,10 +17,8 @@ the file and the type; a truncated or corrupt file is reported as such.
 
 from __future__ import annotations
 
-import os
 import os.path as osp
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 from numpy._core import multiarray
 
+from seglab.atomic_files import atomic_write
 from seglab.engine.disk_space import save_failed_error
 from seglab.errors import DISK_FULL, UserError
 
@@ -128,20 +127,11 @@ class AtomicLocalBackend(LocalBackend):
 
     def put(self, obj: bytes, filepath: str | Path) -> None:
         filepath = Path(filepath)
-        tmp = None
         try:
-            filepath.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{filepath.name}.", suffix=".tmp",
-                                       dir=filepath.parent)
-            with os.fdopen(fd, "wb") as handle:
+            with atomic_write(filepath, "wb", fsync=True) as handle:
                 _write_bytes(handle, obj)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, filepath)
-        except BaseException as err:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            if isinstance(err, OSError) and err.errno in DISK_FULL:
+        except OSError as err:
+            if err.errno in DISK_FULL:
                 raise save_failed_error(filepath, len(obj), err) from err
             raise
 

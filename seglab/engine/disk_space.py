@@ -60,47 +60,64 @@ def _write_probe(folder: Path) -> None:
 
 
 def check_checkpoint_space(runner: Any) -> None:
-    """Refuse a run whose work dir's disk cannot hold the checkpoints it keeps
-    (main process only: the others save none)."""
-    from mmengine.dist import is_main_process
+    """Refuse a run whose disk cannot hold the checkpoints it keeps.
 
+    Rank 0 measures (it alone saves); every rank raises the same error. The process
+    group exists by now, so a refusal on rank 0 alone would leave the other ranks
+    waiting in their first collective until the NCCL timeout.
+    """
+    from mmengine.dist import broadcast_object_list, get_world_size, is_main_process
+
+    message = [_space_shortfall(runner) if is_main_process() else None]
+    if get_world_size() > 1:
+        broadcast_object_list(message)
+    if message[0]:
+        raise DiskSpaceError(message[0])
+
+
+def _space_shortfall(runner: Any) -> str | None:
+    """Why the checkpoints will not fit (``None``: they will, or nothing is saved)."""
     cfg = runner.cfg
     hook = (cfg.get("default_hooks") or {}).get("checkpoint")
-    if not hook or not is_main_process():
-        return
-    copies, why = checkpoint_copies(cfg)
-    free = free_bytes(runner.work_dir)
-    if not copies or free is None:
-        return
+    if not hook:
+        return None
+    (periodic, best), why = checkpoint_copies(cfg)
+    folder = hook.get("out_dir") or runner.work_dir  # mmengine saves under out_dir if set
+    free = free_bytes(folder)
+    if not periodic + best or free is None:
+        return None
     size, estimated = checkpoint_bytes(runner)
-    present = _resumed_checkpoint_bytes(runner.work_dir) if _resume_file(cfg) else 0
-    needed = max(size, copies * size - present)
+    # the best checkpoint holds the weights alone (mmengine saves it without the optimizer)
+    weights = estimate_checkpoint_bytes(runner.model) if best else 0
+    present = _resumed_checkpoint_bytes(folder) if _resume_file(cfg) else 0
+    needed = max(size, periodic * size + best * weights - present)
     if free >= needed:
-        return
-    raise DiskSpaceError(
-        f"not enough free space for this run's checkpoints in {runner.work_dir}: {why} of "
-        f"{'about ' if estimated else ''}{gib(size)} each need {gib(needed)}"
-        + (f" more than the {gib(present)} already there" if present else "")
-        + f", and {gib(free)} are free. Fix: pass --work-dir a folder on a disk with more "
-        f"space, {_FEWER_CHECKPOINTS}, or free space on this disk.")
+        return None
+    return (f"not enough free space for this run's checkpoints in {folder}: {why}, "
+            f"{'about ' if estimated else ''}{gib(size)} each"
+            + (f" ({gib(weights)} for a best one: weights only)" if best else "")
+            + f", need {gib(needed)}"
+            + (f" more than the {gib(present)} already there" if present else "")
+            + f", and {gib(free)} are free. Fix: pass --work-dir a folder on a disk with more "
+            f"space, {_FEWER_CHECKPOINTS}, or free space on this disk.")
 
 
-def checkpoint_copies(cfg: Any) -> tuple[int, str]:
-    """How many checkpoints the run holds at once at most, and how that adds up."""
+def checkpoint_copies(cfg: Any) -> tuple[tuple[int, int], str]:
+    """How many periodic and best checkpoints the run holds at once at most, and how that
+    adds up. mmengine deletes the oldest kept checkpoint (and the previous best) before it
+    writes the next one, so the one being written is among those counted."""
     hook = cfg.default_hooks.checkpoint
     keep = hook.get("max_keep_ckpts", -1)
     if keep and keep > 0:
-        parts = [(keep, f"{keep} kept (max_keep_ckpts={keep})")]
+        periodic, text = keep, f"{keep} kept (max_keep_ckpts={keep})"
     else:
-        saves = _planned_saves(cfg, hook)
-        parts = [(saves, f"{saves} saved and all kept (max_keep_ckpts not set)")]
+        periodic = _planned_saves(cfg, hook)
+        text = f"{periodic} saved and all kept (max_keep_ckpts not set)"
     best = hook.get("save_best")
-    if best:
-        n = len(best) if isinstance(best, list | tuple) else 1
-        parts.append((n, f"{n} best (save_best)"))
-    parts.append((1, "1 being written"))
-    total = sum(n for n, _ in parts)
-    return total, " + ".join(text for _, text in parts) + f" = {total} checkpoints"
+    n_best = (len(best) if isinstance(best, list | tuple) else 1) if best else 0
+    if n_best:
+        text += f" + {n_best} best (save_best)"
+    return (periodic, n_best), text + f" = {periodic + n_best} checkpoints"
 
 
 def _planned_saves(cfg: Any, hook: Any) -> int:
@@ -120,7 +137,9 @@ def checkpoint_bytes(runner: Any) -> tuple[int, bool]:
     resumed = _resume_file(runner.cfg)
     if resumed:
         return os.path.getsize(resumed), False
-    return estimate_checkpoint_bytes(runner.model, runner.cfg.get("optim_wrapper")), True
+    hook = runner.cfg.default_hooks.checkpoint
+    optim = runner.cfg.get("optim_wrapper") if hook.get("save_optimizer", True) else None
+    return estimate_checkpoint_bytes(runner.model, optim), True
 
 
 def estimate_checkpoint_bytes(model: Any, optim_wrapper_cfg: Any = None) -> int:
@@ -134,7 +153,10 @@ def estimate_checkpoint_bytes(model: Any, optim_wrapper_cfg: Any = None) -> int:
 
 
 def optimizer_state_per_param(optim_wrapper_cfg: Any) -> int:
-    optimizer = (optim_wrapper_cfg or {}).get("optimizer") or {}
+    """Fp32 tensors the optimizer keeps per trained parameter (0: no optimizer saved)."""
+    if optim_wrapper_cfg is None:
+        return 0
+    optimizer = optim_wrapper_cfg.get("optimizer") or {}
     kind = optimizer.get("type", "AdamW")
     name = (kind if isinstance(kind, str) else getattr(kind, "__name__", "")).lower()
     per_param = OPTIMIZER_STATE_PER_PARAM.get(name, 2)

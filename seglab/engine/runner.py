@@ -21,7 +21,6 @@ from seglab.config.adapt import (
     enable_amp,
     fit_dataloader_workers,
     fit_world_size,
-    launch_world_size,
 )
 from seglab.config.loading import ConfigError, default_work_dir, load_config
 from seglab.data.bad_samples import use_sample_checks
@@ -30,6 +29,7 @@ from seglab.engine.disk_space import check_checkpoint_space, check_work_dir_writ
 from seglab.engine.fast_resume import use_fast_resume
 from seglab.launch.device import check_cuda_usable
 from seglab.launch.distributed import die_with_launcher, init_cpu_process_group
+from seglab.launch.env import launch_rank, launch_world_size
 from seglab.platform.mmcv_ops import check_mmcv_kernels
 from seglab.weights.coverage import DEFAULT_MIN_COVERAGE
 
@@ -201,15 +201,14 @@ def _run_data_check(cfg: Config, config: str, splits: tuple[str, ...], launcher:
     them then stop with the same error, none builds a model or touches the work dir
     while another has refused, and no process group is needed yet. The ranks take
     turns on the data root's cache, so one decodes (on all cores) and the others read
-    its results in seconds; only rank 0 prints progress.
+    its results in seconds; the rank that decodes says so, rank 0 also prints progress.
     """
     if skip:
         return ["data check skipped (--skip-data-check): a bad image or mask is found only "
                 "when it is loaded (it stops the run, or is skipped with --on-bad-sample skip)"]
     from seglab.doctor.dataset import check_data
 
-    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
-    return check_data(cfg, config, splits, progress=launcher == "none" or rank == "0",
+    return check_data(cfg, config, splits, progress=launcher == "none" or launch_rank() == 0,
                       what=what, errors_skipped_at_load=errors_skipped_at_load)
 
 

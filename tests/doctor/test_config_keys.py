@@ -103,6 +103,20 @@ def test_unknown_types_and_unknowable_kwargs_are_left_alone() -> None:
     assert key_findings(cfg) == []
 
 
+def test_albu_transforms_are_albumentations_not_mmseg_transforms() -> None:
+    """``Albu``'s ``transforms`` name albumentations classes (``Resize(height, width)``):
+    judged as mmseg transforms they would be false errors that stop ``seglab train``."""
+    pipeline = list(_demo().train_dataloader.dataset.pipeline)
+    albu = dict(type="Albu", transforms=[dict(type="Resize", height=64, width=64),
+                                         dict(type="Normalize", max_pixel_value=255.0)])
+    cfg = demo({"train_dataloader.dataset.pipeline": [*pipeline, albu]})
+    assert key_findings(cfg) == []
+    choice = dict(type="RandomChoice", transforms=[[dict(type="RandomFlip", prob=0.5)],
+                                                   [dict(type="RandomFlip", probb=0.5)]])
+    cfg = demo({"train_dataloader.dataset.pipeline": [*pipeline, choice]})
+    assert [f.fix for f in key_findings(cfg)] == ["prob?"]  # mmcv's wrappers are still read
+
+
 def test_a_functions_signature_is_checked() -> None:
     cfg = demo({"train_dataloader.collate_fn": dict(type="pseudo_collate", batch=1)})
     [finding] = key_findings(cfg)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from seglab.cli import main
+from seglab.config.loading import load_config
 from seglab.data.synth import write_synth_dataset
 from seglab.doctor import file_check
 from seglab.doctor.dataset import (
@@ -19,9 +20,10 @@ from seglab.doctor.dataset import (
     config_for_target,
     run_doctor,
     specs_from_config,
+    summary_text,
 )
 from seglab.doctor.finding import Finding
-from tests.conftest import run_cli
+from tests.conftest import REPO_ROOT, run_cli
 from tests.doctor.spoil import (
     SPOILERS,
     copy_dataset,
@@ -184,3 +186,140 @@ def test_a_second_process_waits_for_the_first_ones_check(clean, tmp_path) -> Non
             f"data check: waiting for another seglab process checking {root}"]
     waiter.join(timeout=30)
     assert not waiter.is_alive() and lines[-1].startswith("data check: 20/20 files")
+
+
+# ---------------------------------------------------------------- the datasets as mmseg reads them
+
+VOC_FRAGMENT = REPO_ROOT / "configs" / "_base_" / "datasets" / "pascal_voc12.py"
+
+
+def test_unprepared_data_is_a_user_error_naming_the_fix(tmp_path, capsys) -> None:
+    """mmseg's VOC dataset asserts its folders exist with no message: the doctor says
+    which folder, under which data root, and how to get it; ``seglab doctor`` falls
+    back to the published size."""
+    from seglab.doctor.plan import describe_dataset
+
+    absent = tmp_path / "VOC2012"
+    assert main(["data", "doctor", str(VOC_FRAGMENT), "--data-root", str(absent)]) == 2
+    err = capsys.readouterr().err
+    assert f"image folder {absent / 'JPEGImages'} not found (data root {absent})" in err
+    assert "seglab data prepare voc --archive" in err and "--data-root DIR" in err
+    assert "Traceback" not in err
+    info = describe_dataset(load_config(VOC_FRAGMENT, data_root=str(absent)).train_dataloader
+                            .dataset)
+    assert (info.num_classes, info.images, info.images_source) == (21, 1464, "published")
+
+
+def test_classes_the_dataset_does_not_have_are_a_user_error(clean) -> None:
+    from seglab.errors import UserError
+
+    cfg = config_for_target(clean["voc"], None)
+    cfg.train_dataloader.dataset.metainfo = dict(classes=("background", "dragon"))
+    with pytest.raises(UserError, match=r"train\[0\] PascalVOCDataset: metainfo.classes.*dragon"):
+        specs_from_config(cfg)
+
+
+def test_dataset_wrappers_are_opened_up(clean) -> None:
+    """mmseg's DRIVE/STARE/HRF configs wrap theirs in a RepeatDataset."""
+    from mmengine.config import ConfigDict
+
+    from seglab.config.walk import leaf_datasets
+
+    nested = ConfigDict(type="MultiImageMixDataset", dataset=dict(
+        type="ConcatDataset", datasets=[dict(type="A"), dict(
+            type="mmengine.RepeatDataset", times=2, dataset=dict(
+                type="ClassBalancedDataset", oversample_thr=0.1, dataset=dict(type="B")))]))
+    assert [leaf.type for leaf in leaf_datasets(nested)] == ["A", "B"]
+    cfg = config_for_target(clean["voc"], None)
+    cfg.train_dataloader.dataset = dict(type="RepeatDataset", times=40,
+                                        dataset=cfg.train_dataloader.dataset)
+    specs = specs_from_config(cfg)
+    assert [s.name for s in specs] == ["train[0] PascalVOCDataset", "val[0] PascalVOCDataset"]
+    assert run_doctor(specs, progress=None).findings == []
+
+
+def _load_annotations(mask: Path, spec: DatasetSpec) -> set[int]:
+    """The labels mmseg's LoadAnnotations makes of ``mask`` for ``spec``'s dataset."""
+    from mmseg.datasets.transforms import LoadAnnotations
+
+    results = LoadAnnotations()(dict(seg_map_path=str(mask), seg_fields=[],
+                                     reduce_zero_label=spec.reduce_zero_label,
+                                     label_map=spec.label_map))
+    return set(np.unique(results["gt_seg_map"]).tolist())
+
+
+@pytest.mark.parametrize("layout", ["voc", "ade20k"])
+def test_a_subset_of_the_classes_maps_the_others_to_ignore(clean, layout) -> None:
+    """``metainfo.classes`` a subset of the dataset's: mmseg maps the other labels to 255
+    (after reduce_zero_label), so they are not out of range."""
+    import dataclasses
+
+    cfg = config_for_target(clean[layout], None)
+    classes = specs_from_config(cfg)[0].classes[:3]
+    for loader in (cfg.train_dataloader, cfg.val_dataloader):
+        loader.dataset.metainfo = dict(classes=classes)
+    specs = specs_from_config(cfg)
+    result = run_doctor(specs, progress=None)
+    assert result.findings == [] and all(d.num_classes == 3 for d in result.datasets)
+    unmapped = [dataclasses.replace(s, label_map=None) for s in specs]
+    assert {f.rule for f in run_doctor(unmapped, progress=None).findings} == {"label-range"}
+    spec = specs[1]
+    for _, mask in spec.pairs():
+        raw = np.unique(np.asarray(Image.open(mask))).tolist()
+        assert {spec.label(v) for v in raw} == _load_annotations(mask, spec)
+
+
+def test_a_test_set_without_masks_has_its_images_checked(clean, tmp_path) -> None:
+    """A submission's test set (``format_only``): no ``seg_map_path``, or a pipeline
+    without ``LoadAnnotations``, and no mask folder."""
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    shutil.rmtree(root / "SegmentationClass")
+    path, _ = truncated_jpeg(root, first_id(root, "val"))
+    cfg = config_for_target(root, None)
+    test = cfg.test_dataloader.dataset
+    test.pipeline = [step for step in test.pipeline if step.type != "LoadAnnotations"]
+    for data_prefix in (dict(img_path="JPEGImages"), test.data_prefix):
+        test.data_prefix = data_prefix
+        (spec,) = specs_from_config(cfg, ("test",))
+        assert spec.seg_dir is None
+        result = run_doctor([spec], progress=None)
+        assert [(f.rule, Path(f.where)) for f in result.findings] == [("unreadable", path)]
+        assert result.datasets[0].images == 4
+        assert "no masks (images checked only)" in summary_text(result)
+
+
+def test_an_image_folder_is_listed_as_mmseg_lists_it(tmp_path) -> None:
+    """Without a split list: recursively (Cityscapes' city folders), hidden files left out,
+    in mmseg's order; ``indices`` as mmengine takes them."""
+    from mmseg.datasets import BaseSegDataset
+
+    images, masks = tmp_path / "img", tmp_path / "ann"
+    for name in ("a", "a-b", "sub/c", "sub/deeper/d", ".hidden", ".hdir/e", "f_leftImg8bit"):
+        for folder, suffix in ((images, ".jpg"), (masks, ".png")):
+            (folder / f"{name}{suffix}").parent.mkdir(parents=True, exist_ok=True)
+            (folder / f"{name}{suffix}").write_bytes(b"")
+    (images / "g.png").write_bytes(b"")
+    for indices in (None, 3, -2, [0, 2]):
+        spec = DatasetSpec("train[0] X", images, masks, None, ("bg",), False, indices=indices)
+        mmseg = BaseSegDataset(data_prefix=dict(img_path=str(images), seg_map_path=str(masks)),
+                               img_suffix=".jpg", seg_map_suffix=".png", indices=indices)
+        assert spec.pairs() == [(Path(info["img_path"]), Path(info["seg_map_path"]))
+                                for info in (mmseg.get_data_info(i) for i in range(len(mmseg)))]
+    assert len(DatasetSpec("x", images, masks, None, ("bg",), False).pairs()) == 6
+
+
+def test_later_ranks_announce_only_the_decoding_they_do(clean, tmp_path, capsys) -> None:
+    """``seglab train`` under torchrun: rank 0 prints progress, any other rank that ends up
+    decoding says so (start and end), a rank that reads the cache prints nothing."""
+    from seglab.doctor.dataset import check_data
+
+    root = copy_dataset(clean["voc"], tmp_path / "VOC2012")
+    cfg = config_for_target(root, None)
+    check_data(cfg, "voc.py", ("val",), progress=False)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and "decoding 8 on 1 process(es)" in lines[0]
+    assert lines[1].startswith("data check: 8/8 files in ")
+    check_data(cfg, "voc.py", ("val",), progress=False)
+    assert capsys.readouterr().err == ""
+    check_data(cfg, "voc.py", ("val",), progress=True)
+    assert capsys.readouterr().err.startswith("data check: 8/8 files in ")

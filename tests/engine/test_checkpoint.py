@@ -253,8 +253,8 @@ def test_too_little_free_space_is_refused_before_training(voc_root, tmp_path,
                      skip_data_check=True)
     message = str(err.value)
     assert f"not enough free space for this run's checkpoints in {tmp_path}" in message
-    assert ("3 kept (max_keep_ckpts=3) + 1 best (save_best) + 1 being written = 5 checkpoints"
-            in message)
+    assert "3 kept (max_keep_ckpts=3) + 1 best (save_best) = 4 checkpoints" in message
+    assert "for a best one: weights only" in message
     assert "0.05 GiB are free" in message and "--work-dir" in message
     assert not list(tmp_path.glob("*.pth"))
 
@@ -280,9 +280,11 @@ def test_checkpoint_size_and_copies_without_building_a_run() -> None:
     cfg = Config(dict(train_cfg=dict(max_epochs=10), default_hooks=dict(
         checkpoint=dict(type="CheckpointHook", interval=4, max_keep_ckpts=-1))))
     assert checkpoint_copies(cfg) == (
-        4, "3 saved and all kept (max_keep_ckpts not set) + 1 being written = 4 checkpoints")
+        (3, 0), "3 saved and all kept (max_keep_ckpts not set) = 3 checkpoints")
+    # mmengine removes the oldest kept (and the previous best) before writing the next
     cfg.default_hooks.checkpoint.update(max_keep_ckpts=2, save_best=["mIoU", "aAcc"])
-    assert checkpoint_copies(cfg)[0] == 2 + 2 + 1
+    assert checkpoint_copies(cfg)[0] == (2, 2)
+    assert estimate_checkpoint_bytes(model) == int(weights * CHECKPOINT_OVERHEAD)
 
 
 def test_a_save_that_runs_out_of_space_leaves_the_previous_file_and_no_torso(
@@ -306,3 +308,26 @@ def test_a_save_that_runs_out_of_space_leaves_the_previous_file_and_no_torso(
         backend.put(b"x" * 5000, tmp_path / "epoch_2.pth")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1.pth", "last_checkpoint"]
     assert (tmp_path / "epoch_1.pth").read_bytes() == b"epoch 1 weights"
+
+
+def test_every_rank_raises_the_space_refusal_rank_0_measured(monkeypatch) -> None:
+    """Rank 0 alone measures; a rank >= 1 must raise too, not go on into the first
+    collective and wait for the NCCL timeout while rank 0 has exited."""
+    import mmengine.dist as dist
+
+    from seglab.engine import disk_space
+
+    broadcasts = []
+
+    def fake_broadcast(objects: list) -> None:  # what rank 0 sent
+        broadcasts.append(list(objects))
+        objects[0] = "not enough free space (measured on rank 0)"
+
+    monkeypatch.setattr(dist, "is_main_process", lambda: False)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 8)
+    monkeypatch.setattr(dist, "broadcast_object_list", fake_broadcast)
+    monkeypatch.setattr(disk_space, "_space_shortfall",
+                        lambda runner: pytest.fail("only rank 0 measures"))
+    with pytest.raises(disk_space.DiskSpaceError, match="measured on rank 0"):
+        disk_space.check_checkpoint_space(object())
+    assert broadcasts == [[None]]

@@ -300,9 +300,18 @@ def _model_sites(reg: Any, node: dict, where: str, key: str,
             yield from _model_sites(reg, child, child_where, child_key, scope)
 
 
+# mmcv's wrappers whose ``transforms`` are mmcv/mmseg transforms. Others hold foreign specs:
+# ``Albu(transforms=[dict(type='Resize', height=...)])`` lists albumentations classes.
+TRANSFORM_WRAPPERS = frozenset({"Compose", "KeyMapper", "TransformBroadcaster", "RandomChoice",
+                                "RandomApply", "RandomOrder", "TestTimeAug"})
+
+
 def _transform_sites(reg: Any, node: dict, where: str, scope: str | None) -> Iterator[Site]:
     scope = _scope_of(node, scope)
     yield Site(where, node, reg.TRANSFORMS, scope)
+    kind = node.get("type")
+    if not (isinstance(kind, str) and kind.rpartition(".")[2] in TRANSFORM_WRAPPERS):
+        return
     for child_where, child in _items(node.get("transforms"), f"{where}.transforms"):
         yield from _transform_sites(reg, child, child_where, scope)
 

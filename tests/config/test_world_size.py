@@ -10,8 +10,9 @@ import pytest
 from mmengine.config import Config
 
 from seglab.cli import _forwarded_train_args, main, train_parser
-from seglab.config.adapt import fit_world_size, launch_world_size
+from seglab.config.adapt import fit_world_size
 from seglab.config.loading import ConfigError
+from seglab.launch.env import launch_world_size
 from tests.conftest import REPO_ROOT
 
 # seed 000's ADE20K v1.0: gpu_count = 3, samples_per_gpu = 2, lr 6e-6 (total batch 6)
