@@ -52,14 +52,13 @@ def _set_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> None:
         cfg.work_dir = default_work_dir(config_path)
 
 
-def _prepare(cfg: Config, launcher: str, allow_cpu: bool = False) -> list[str]:
+def _prepare(cfg: Config, launcher: str) -> list[str]:
     """Launcher and device fit shared by train and test; returns what was adapted.
 
-    Refuses, before anything is built, a GPU machine whose torch cannot use its GPUs
-    (unless ``allow_cpu``) and a config that needs an mmcv CUDA kernel this mmcv
-    was built without.
+    Refuses, before anything is built, a config that needs an mmcv CUDA kernel this
+    mmcv was built without (the GPUs themselves are checked first of all: see
+    ``check_cuda_usable`` in ``train``/``test``).
     """
-    check_cuda_usable(allow_cpu)
     check_mmcv_kernels(cfg, "cuda" if torch.cuda.is_available() else "cpu")
     cfg.launcher = launcher
     notes = adapt_to_device(cfg, launcher) + fit_dataloader_workers(cfg)
@@ -113,6 +112,7 @@ def train(
     ``on_bad_sample``/``max_bad_samples``: what a sample that fails to load does (see
     :func:`seglab.data.bad_samples.use_sample_checks`).
     """
+    check_cuda_usable(allow_cpu)  # the machine first: before the data check decodes files
     cfg = load_config(config, cfg_options, data_root)
     amp_notes = enable_amp(cfg, amp, amp_dtype)
     _set_work_dir(cfg, config, work_dir)
@@ -156,7 +156,7 @@ def train(
     else:
         warnings += _run_data_check(cfg, config, ("train", "val"), launcher, skip_data_check)
     check_work_dir_writable(cfg.work_dir)
-    notes = (amp_notes + _prepare(cfg, launcher, allow_cpu) + use_fast_resume(cfg)
+    notes = (amp_notes + _prepare(cfg, launcher) + use_fast_resume(cfg)
              + _use_class_metrics(cfg) + use_sample_checks(cfg, on_bad_sample, max_bad_samples)
              + _add_guard_hooks(cfg, min_pretrained_coverage, on_nonfinite))
     runner = _build_runner(cfg)
@@ -300,11 +300,12 @@ def test(
     """
     if not Path(checkpoint).is_file():
         raise ConfigError(f"checkpoint {checkpoint!r} not found")
+    check_cuda_usable(allow_cpu)  # the machine first: before the data check decodes files
     cfg = load_config(config, cfg_options, data_root)
     cfg.load_from = checkpoint
     _set_work_dir(cfg, config, work_dir)
     warnings = _run_data_check(cfg, config, ("test",), launcher, skip_data_check, "test")
-    notes = _prepare(cfg, launcher, allow_cpu) + _use_class_metrics(cfg) + use_sample_checks(cfg)
+    notes = _prepare(cfg, launcher) + _use_class_metrics(cfg) + use_sample_checks(cfg)
     image_dir = trigger_visualization(cfg, show_dir) if show_dir else None
     runner = _build_runner(cfg)
     _log_notes(notes)

@@ -127,7 +127,7 @@ def test_num_workers_0_override_builds_the_dataloaders(tmp_path: Path) -> None:
     assert cfg.train_dataloader.persistent_workers is True  # mmseg's dataset fragment
     with pytest.raises(ValueError, match="persistent_workers option needs num_workers > 0"):
         Runner.build_dataloader(copy.deepcopy(cfg.train_dataloader))
-    notes = _prepare(cfg, "none", allow_cpu=True)
+    notes = _prepare(cfg, "none")
     assert any(n.startswith("train_dataloader.persistent_workers=False") for n in notes)
     with DefaultScope.overwrite_default_scope("mmseg"):
         for name in ("train_dataloader", "val_dataloader", "test_dataloader"):
