@@ -37,11 +37,19 @@ def walk_dicts(node: Any) -> Iterator[dict]:
 ONE_DATASET_WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset")
 
 
+def type_name(node: Any) -> str:
+    """The class name a config node's ``type`` (or a class given directly) names, without
+    a scope: ``'LoadAnnotations'`` for ``mmseg.LoadAnnotations`` or ``mmseg::LoadAnnotations``."""
+    kind = node.get("type", "") if isinstance(node, dict) else node
+    name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    return name.replace("::", ".").rsplit(".", 1)[-1]
+
+
 def leaf_datasets(dataset: ConfigDict) -> list[ConfigDict]:
     """The datasets that read files: a ``ConcatDataset`` (VOC-aug) and the wrappers over
     one dataset (``RepeatDataset``, ``ClassBalancedDataset``, ``MultiImageMixDataset``,
     with or without a scope: ``mmengine.RepeatDataset``) are opened up, nested or not."""
-    kind = str(dataset.get("type", "")).replace("::", ".").rsplit(".", 1)[-1]
+    kind = type_name(dataset)
     if kind == "ConcatDataset":
         return [leaf for d in dataset.datasets for leaf in leaf_datasets(d)]
     if kind in ONE_DATASET_WRAPPERS:

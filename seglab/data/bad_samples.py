@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import os.path as osp
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -41,6 +40,7 @@ from mmengine.logging import print_log
 from mmseg.registry import TRANSFORMS
 
 from seglab.atomic_files import atomic_write, folder_lock
+from seglab.config.walk import leaf_datasets, model_heads, type_name
 from seglab.errors import UserError
 from seglab.launch.env import launch_rank
 
@@ -75,15 +75,8 @@ class TooManyBadSamples(BadSampleError):
     """``--on-bad-sample skip`` recorded more bad samples than ``--max-bad-samples``."""
 
 
-def _type_name(step: Any) -> str:
-    """``'LoadAnnotations'`` for ``dict(type='mmseg.LoadAnnotations')`` or the class itself."""
-    kind = step.get("type") if isinstance(step, dict) else step
-    name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
-    return name.replace("::", ".").rsplit(".", 1)[-1]
-
-
 def _is_loader(step: Any) -> bool:
-    return _type_name(step).startswith("Load")
+    return type_name(step).startswith("Load")
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
@@ -231,7 +224,7 @@ class GuardedLoad(_BadSamplePolicy, BaseTransform):
         self._init_policy(split, on_bad_sample, max_bad_samples, record_file, config)
         self.transform_cfg = transform
         self.loader = TRANSFORMS.build(transform) if isinstance(transform, dict) else transform
-        self.what = "mask" if "Annotation" in _type_name(transform) else "image"
+        self.what = "mask" if "Annotation" in type_name(transform) else "image"
 
     def transform(self, results: dict) -> dict | None:
         try:
@@ -324,18 +317,6 @@ class CheckLoadedSample(_BadSamplePolicy, BaseTransform):
 # the config edit
 
 
-def _datasets_with_pipelines(dataset: Any) -> Iterator[dict]:
-    """Every dataset config under ``dataset`` that has a pipeline, wrappers opened up
-    (``ConcatDataset.datasets``, ``RepeatDataset.dataset``, ``MultiImageMixDataset``...)."""
-    if not isinstance(dataset, dict):
-        return
-    if isinstance(dataset.get("pipeline"), list | tuple):
-        yield dataset
-    yield from _datasets_with_pipelines(dataset.get("dataset"))
-    for child in dataset.get("datasets") or []:
-        yield from _datasets_with_pipelines(child)
-
-
 def _num_classes(dataset: dict, cfg: Config) -> int | None:
     """The dataset's class count: its ``metainfo.classes``, else its class's ``METAINFO``,
     else the first decode head's ``num_classes``."""
@@ -351,15 +332,16 @@ def _num_classes(dataset: dict, cfg: Config) -> int | None:
         classes = (getattr(cls, "METAINFO", None) or {}).get("classes")
     if classes:
         return len(classes)
-    head = (cfg.get("model") or {}).get("decode_head")
-    head = head[0] if isinstance(head, list | tuple) and head else head
-    return head.get("num_classes") if isinstance(head, dict) else None
+    return _first_decode_head(cfg).get("num_classes")
+
+
+def _first_decode_head(cfg: Config) -> dict:
+    heads = model_heads(cfg.get("model") or {}, ("decode_head",))
+    return heads[0][1] if heads else {}
 
 
 def _ignore_index(cfg: Config) -> int:
-    head = (cfg.get("model") or {}).get("decode_head")
-    head = head[0] if isinstance(head, list | tuple) and head else head
-    value = head.get("ignore_index") if isinstance(head, dict) else None
+    value = _first_decode_head(cfg).get("ignore_index")
     return DEFAULT_IGNORE_INDEX if value is None else int(value)
 
 
@@ -368,8 +350,8 @@ def checked_pipeline(pipeline: list, policy: dict[str, Any],
     """``pipeline`` with each loader in a ``GuardedLoad`` and a ``CheckLoadedSample`` after
     the last one; a pipeline that was checked before is first restored (so the policy of a
     saved training config never carries over into ``seglab test``)."""
-    plain = [step["transform"] if _type_name(step) == "GuardedLoad" else step
-             for step in pipeline if _type_name(step) != "CheckLoadedSample"]
+    plain = [step["transform"] if type_name(step) == "GuardedLoad" else step
+             for step in pipeline if type_name(step) != "CheckLoadedSample"]
     loaders = [i for i, step in enumerate(plain) if _is_loader(step)]
     if not loaders:
         return plain
@@ -408,7 +390,9 @@ def use_sample_checks(cfg: Config, on_bad_sample: str = "raise",
             continue
         policy = dict(split=split, on_bad_sample=on_bad_sample if split == "train" else "raise",
                       max_bad_samples=limit, record_file=record, config=config)
-        for dataset in _datasets_with_pipelines(cfg[loader].get("dataset")):
+        for dataset in leaf_datasets(cfg[loader].dataset):
+            if not isinstance(dataset.get("pipeline"), list | tuple):
+                continue
             dataset.pipeline = checked_pipeline(list(dataset.pipeline), policy,
                                                 _num_classes(dataset, cfg), _ignore_index(cfg))
             checked.append(split)

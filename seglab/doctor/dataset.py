@@ -111,23 +111,13 @@ def data_missing(name: str, dataset_type: str | None, data_root: Any, img_dir: P
 
 
 def listed_ids(img_dir: Path, suffix: str) -> list[str]:
-    """The ids mmseg gives an image folder without a split list (``BaseSegDataset.
-    load_data_list`` over mmengine's ``list_dir_or_file``): every file below it, in
-    subfolders too (Cityscapes' cities), whose name does not start with "." and whose
-    path ends with ``suffix``; as paths relative to ``img_dir`` without the suffix, in
-    the order of their paths."""
-    found: list[str] = []
+    """The ids mmseg gives an image folder without a split list: ``BaseSegDataset.
+    load_data_list``'s own call of mmengine's ``list_dir_or_file`` (recursive: Cityscapes'
+    cities; files starting with "." skipped), relative to ``img_dir`` without the suffix,
+    sorted by path as mmseg sorts them."""
+    from mmengine.fileio import list_dir_or_file
 
-    def walk(folder: str) -> None:
-        for entry in os.scandir(folder):
-            if not entry.name.startswith(".") and entry.is_file():
-                rel = os.path.relpath(entry.path, img_dir)
-                if rel.endswith(suffix):
-                    found.append(rel)
-            elif os.path.isdir(entry.path):
-                walk(entry.path)
-
-    walk(str(img_dir))
+    found = list_dir_or_file(str(img_dir), list_dir=False, suffix=suffix, recursive=True)
     return [rel[:len(rel) - len(suffix)] for rel in sorted(found)]
 
 

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from seglab.config.walk import type_name
 from seglab.doctor.finding import Finding
 from seglab.doctor.plan import Facts
 from seglab.doctor.rules import rule
@@ -309,8 +310,7 @@ TRANSFORM_WRAPPERS = frozenset({"Compose", "KeyMapper", "TransformBroadcaster", 
 def _transform_sites(reg: Any, node: dict, where: str, scope: str | None) -> Iterator[Site]:
     scope = _scope_of(node, scope)
     yield Site(where, node, reg.TRANSFORMS, scope)
-    kind = node.get("type")
-    if not (isinstance(kind, str) and kind.rpartition(".")[2] in TRANSFORM_WRAPPERS):
+    if type_name(node) not in TRANSFORM_WRAPPERS:
         return
     for child_where, child in _items(node.get("transforms"), f"{where}.transforms"):
         yield from _transform_sites(reg, child, child_where, scope)
