@@ -55,7 +55,7 @@ class Sizes:
     synth_images: int = 160  # 20 steps of the demo configs' batch of 8
     resume_images: int = 96  # 12 steps an epoch: the kill lands inside a later epoch
     resume_epochs: int = 4
-    throughput_iters: int = 50
+    throughput_iters: int = 80
     throughput_warmup: int = 20
     log_interval: int = 5
     config_glob: str = "**/*.py"
@@ -389,8 +389,11 @@ def _throughput_run(command: list[str], work_dir: Path, batch: int, sizes: Sizes
     rows = [r for r in _scalars(work_dir) if r["iter"] > sizes.throughput_warmup]
     result: dict[str, Any] = {"rc": rc, "wall_s": round(time.monotonic() - start, 1)}
     if rc == 0 and rows:
-        step = statistics.median(r["time"] for r in rows)
-        result["img_per_s"] = round(batch / step, 2)
+        steps = [r["time"] for r in rows]
+        result["img_per_s"] = round(batch / statistics.median(steps), 2)
+        # how much the step time moved within the run: a seglab/mmseg ratio inside this
+        # spread is noise (a small-batch AMP step is bound by kernel launches on the CPU)
+        result["step_cv"] = round(statistics.pstdev(steps) / statistics.fmean(steps), 3)
         memory = [r["memory"] for r in rows if "memory" in r]
         result["peak_gib"] = round(max(memory) / 1024, 2) if memory else None
     return result
@@ -430,14 +433,17 @@ def throughput(entry: dict, data: dict[str, str], work: Path, sizes: Sizes, gpus
 
     tools = mmseg_config_dir().parent / "tools" / "train.py"
     entry["rows"], entry["failures"] = [], []
-    for name, rel, batch, amp in THROUGHPUT_MODELS:
+    for index, (name, rel, batch, amp) in enumerate(THROUGHPUT_MODELS):
         config = throughput_config(rel, data, work, sizes, batch)
         amp_args = ["--amp"] if amp and gpus else []
         # mmseg's --amp autocasts to fp16; seglab's would pick bf16 on this GPU
         seglab_amp = [*amp_args, "--amp-dtype", "fp16"] if amp_args else []
+        # the side that runs first alternates between models, so that the first GPU process
+        # of the stage (cold clocks, cold page cache) is not always the same side's
+        order = ("mmseg", "seglab") if index % 2 == 0 else ("seglab", "mmseg")
         row: dict[str, Any] = {"model": name, "config": f"mmseg::{rel}", "batch": batch,
-                               "amp": bool(amp_args)}
-        for label in ("mmseg", "seglab"):
+                               "amp": bool(amp_args), "order": list(order)}
+        for label in order:
             run_dir = work / "throughput" / f"{config.stem}_{label}"
             log = work / f"throughput_{config.stem}_{label}.log"
             if label == "mmseg":
@@ -494,13 +500,15 @@ def markdown(data: dict[str, Any]) -> str:
                          f"{r.get('peak_gib', '')} |")
     rows = stages.get("throughput", {}).get("rows", [])
     if rows:
-        lines += ["", "| model | batch | AMP | mmseg img/s | seglab img/s | seglab/mmseg | "
-                  "mmseg peak GiB | seglab peak GiB |", "| --- | --- | --- | --- | --- | --- | "
-                  "--- | --- |"]
+        lines += ["", "| model | batch | AMP | first | mmseg img/s | seglab img/s | seglab/mmseg | "
+                  "step CV mmseg / seglab | mmseg peak GiB | seglab peak GiB |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             m, s = r.get("mmseg", {}), r.get("seglab", {})
-            lines.append(f"| {r['model']} | {r['batch']} | {r['amp']} | {m.get('img_per_s')} | "
+            lines.append(f"| {r['model']} | {r['batch']} | {r['amp']} | "
+                         f"{r.get('order', ['mmseg'])[0]} | {m.get('img_per_s')} | "
                          f"{s.get('img_per_s')} | {r.get('seglab_vs_mmseg')} | "
+                         f"{m.get('step_cv')} / {s.get('step_cv')} | "
                          f"{m.get('peak_gib')} | {s.get('peak_gib')} |")
     for name, entry in stages.items():
         details = {k: v for k, v in entry.items()
@@ -512,10 +520,10 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 STAGES = ("environment", "configs", "resume", "test", "throughput")
-# Seconds each stage needs on one H100 at full size (estimated from the 2026-11-26 run there:
-# configs one at a time took 224 s, resume 92 s, test ~25 s): a stage is skipped, and says
-# so, when the deadline leaves less.
-STAGE_SECONDS = {"configs": 110, "resume": 80, "test": 25, "throughput": 110}
+# Seconds each stage needs on one H100 at full size (measured there on 2026-11-26: 16 configs
+# 3 at a time 166 s, resume 126 s, test 22 s, throughput at 50 iterations 185 s; now 80):
+# a stage is skipped, and says so, when the deadline leaves less.
+STAGE_SECONDS = {"configs": 170, "resume": 130, "test": 25, "throughput": 200}
 
 
 def run_check(out: Path, tiny: bool = False, only: tuple[str, ...] = STAGES,
