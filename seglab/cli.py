@@ -310,6 +310,31 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights_convert(args: argparse.Namespace) -> int:
+    from seglab.weights.convert import convert
+
+    convert(args.src, to=args.to, arch_name=args.arch, checkpoints=Path(args.dir),
+            force=args.force, check=not args.no_verify)
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from seglab.weights.fetch import fetch
+
+    path = fetch(args.name, Path(args.dir), mirror=args.mirror)
+    print(f"seglab weights fetch: {path}")
+    return 0
+
+
+def cmd_weights_inspect(args: argparse.Namespace) -> int:
+    from seglab.weights.contents import coverage_for_config, describe
+
+    print("\n".join(describe(args.file)))
+    if args.config:
+        print(coverage_for_config(args.file, args.config).summary())
+    return 0
+
+
 def cmd_install(args: argparse.Namespace) -> int:
     from seglab.platform import install
 
@@ -416,6 +441,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data/synth")
     p.add_argument("--work-dir", default=None, help="default: work_dirs/demo_<time>")
     p.set_defaults(func=cmd_demo)
+
+    weights = sub.add_parser("weights", help="pretrained weights: fetch, convert, inspect"
+                             ).add_subparsers(dest="weights_command", required=True,
+                                              metavar="WEIGHTS_COMMAND")
+    p = weights.add_parser("convert", help="MiT weights from Hugging Face (nvidia/mit-b*, a "
+                           "save_pretrained folder) or NVlabs (mit_b*.pth) into mmseg's names, "
+                           "verified against the source model")
+    p.add_argument("src", help="a folder with config.json + model.safetensors or "
+                   "pytorch_model.bin, a weight file, or a hub id such as nvidia/mit-b2")
+    p.add_argument("--to", help="output file (default: DIR/mit_bN_converted_from_hf.pth, the "
+                   "name the seed configs read)")
+    p.add_argument("--dir", default="checkpoints", help="folder of the default output")
+    p.add_argument("--arch", help="expected size, mit-b0 ... mit-b5 (default: read from the "
+                   "source; a mismatch is an error)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--no-verify", action="store_true", help="write without running the "
+                   "source model beside mmseg's (no transformers needed)")
+    p.set_defaults(func=cmd_weights_convert)
+    p = weights.add_parser("fetch", help="download the weights mmseg's configs name "
+                           "(mit-b0 ... mit-b5, resnet50_v1c, resnet101_v1c): resumable, "
+                           "hash-checked")
+    p.add_argument("name")
+    p.add_argument("--dir", default="checkpoints")
+    p.add_argument("--mirror", help="base URL replacing https://download.openmmlab.com "
+                   "(default: $SEGLAB_WEIGHTS_MIRROR)")
+    p.set_defaults(func=cmd_weights_fetch)
+    p = weights.add_parser("inspect", help="what a checkpoint holds; with --config, which "
+                           "modules of that model it fills")
+    p.add_argument("file")
+    p.add_argument("--config")
+    p.set_defaults(func=cmd_weights_inspect)
 
     p = sub.add_parser("install", help="set up the pinned stack (mmcv with ops, cached)",
                        add_help=False)

@@ -24,6 +24,17 @@ def run_cli(*args: str, cwd: Path = REPO_ROOT, timeout: int = 900,
                           env={**os.environ, **(env or {})})
 
 
+@pytest.fixture
+def seed_weights_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding the file the seed SegFormer configs read,
+    ``checkpoints/mit_b2_converted_from_hf.pth`` (``seglab weights convert`` makes it), so
+    the doctor lets them through; for tests that stop before any weight is loaded."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "mit_b2_converted_from_hf.pth").write_bytes(b"not loaded")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("synth")

@@ -14,7 +14,7 @@ _base_ = [
     '../_base_/schedules/adamw_poly_epoch.py',
 ]
 
-checkpoint = 'checkpoints/mit_b2_converted_from_hf.pth'  # ImageNet MiT-B2 weights you supply
+checkpoint = 'checkpoints/mit_b2_converted_from_hf.pth'  # ImageNet MiT-B2: seglab weights convert nvidia/mit-b2
 gpu_count = 3
 samples_per_gpu = 6
 learning_rate = 6e-5

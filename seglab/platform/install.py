@@ -516,7 +516,7 @@ def up_to_date(python: str, mmcv: str) -> bool:
     return True
 
 
-def install(python: str = sys.executable, extras: str = "dev", force: bool = False) -> None:
+def install(python: str = sys.executable, extras: str = "dev,hf", force: bool = False) -> None:
     """Install the pinned stack into ``python``'s venv; a no-op when the stamp says it is
     there with an mmcv ops variant that fits this machine.
 
@@ -558,7 +558,7 @@ def install(python: str = sys.executable, extras: str = "dev", force: bool = Fal
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seglab.platform.install", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--extras", default="dev", help="pip extras of seglab to install")
+    parser.add_argument("--extras", default="dev,hf", help="pip extras of seglab to install")
     parser.add_argument("--force", action="store_true", help="reinstall even if up to date")
     args = parser.parse_args(argv)
     try:

@@ -43,13 +43,16 @@ def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int
 
 def smoke_config(cfg: Config, data_roots: dict[str, str], work_dir: str,
                  iterations: int = 2, batch_size: int | None = 2,
-                 crop: tuple[int, int] | None = SMOKE_CROP, num_workers: int = 0) -> Config:
+                 crop: tuple[int, int] | None = SMOKE_CROP, num_workers: int = 0,
+                 pretrained: bool = False) -> Config:
     """Return ``cfg`` changed in place to train ``iterations`` steps and validate 2 images.
 
     ``crop=None`` and ``batch_size=None`` keep the config's own crop and per-GPU
-    batch (the device check runs configs at their real size).
+    batch (the device check runs configs at their real size). ``pretrained=True`` keeps
+    the config's pretrained weights (the file must exist); else initialisation is random.
     """
-    strip_pretrained(cfg.model)
+    if not pretrained:
+        strip_pretrained(cfg.model)
     cfg.load_from, cfg.resume, cfg.work_dir = None, False, work_dir
     if crop is not None:
         cfg.model.data_preprocessor.size = crop

@@ -68,13 +68,19 @@ def checkpoint_state_dict(source: str, prefix: str | None = None) -> dict[str, t
     """The tensors mmengine would load from ``source``, keyed as it keys them."""
     from mmengine.runner import CheckpointLoader
 
-    checkpoint = CheckpointLoader.load_checkpoint(source, map_location="cpu")
+    return tensors(CheckpointLoader.load_checkpoint(source, map_location="cpu"), prefix)
+
+
+def tensors(checkpoint: object, prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint as mmengine keys them (``state_dict`` unwrapped,
+    ``module.`` stripped), under ``prefix`` only when given (the prefix removed)."""
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
-    state = {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+    state = {re.sub(r"^module\.", "", k): v for k, v in state.items()
+             if isinstance(v, torch.Tensor)}
     if prefix:
         prefix = prefix if prefix.endswith(".") else prefix + "."
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return state
 
 
 def measure_coverage(module: nn.Module, state: dict[str, torch.Tensor], source: str,

@@ -94,7 +94,8 @@ def test_the_flags_parse_exclude_each_other_and_are_forwarded(capsys) -> None:
 
 
 @pytest.mark.slow
-def test_cli_as_written_exits_2_before_building(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_as_written_exits_2_before_building(tmp_path: Path, monkeypatch, capsys,
+                                                   seed_weights_cwd: Path) -> None:
     """``tools/dist_train.sh CONFIG 8 --as-written`` on a gpu_count=3 config: each rank sees
     WORLD_SIZE=8 and refuses after the doctor, before a process group or model exists."""
     monkeypatch.setenv("WORLD_SIZE", "8")
@@ -110,7 +111,8 @@ def test_cli_as_written_exits_2_before_building(tmp_path: Path, monkeypatch, cap
 
 
 @pytest.mark.slow
-def test_train_builds_the_runner_from_the_scaled_lr(tmp_path: Path, monkeypatch) -> None:
+def test_train_builds_the_runner_from_the_scaled_lr(tmp_path: Path, monkeypatch,
+                                                    seed_weights_cwd: Path) -> None:
     """Through ``train()`` without a launcher (world size 1) on the gpu_count=3 config:
     --scale-lr reaches the config the runner is built from (stopped there)."""
     from seglab.data.synth import write_synth_dataset

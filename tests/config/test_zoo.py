@@ -94,8 +94,11 @@ def test_zoo_configs_pass_the_doctor(family: zoo.Family, tmp_path) -> None:
     heads, STDC's binary detail head and the rest)."""
     from seglab.config.loading import load_config
     from seglab.doctor.config_doctor import examine_config
+    from seglab.doctor.rules.weights import MACHINE_STATE_RULES
 
     config = zoo.write_zoo_config(family.name, str(tmp_path / family.name))
     report = examine_config(load_config(config), str(config), gpus=8)
-    assert not report.errors, [(f.rule, f.key, f.message) for f in report.errors]
+    # SETR reads pretrain/vit_large_p16.pth, a file the user converts: said, not the config's
+    errors = [f for f in report.errors if f.rule not in MACHINE_STATE_RULES]
+    assert not errors, [(f.rule, f.where, f.message) for f in errors]
     assert report.plan.total_iters == report.plan.max_iters  # mmseg's iteration schedules

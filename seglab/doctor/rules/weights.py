@@ -1,13 +1,15 @@
 """Rules on the pretrained weights a run starts from.
 
 ``model.pretrained`` and ``init_cfg`` set together, ``load_from`` overwriting
-an ImageNet init, and torchvision's plain ResNet loaded into a deep-stem
-ResNetV1c (the stem stays random with only a 'missing keys' warning).
+an ImageNet init, torchvision's plain ResNet loaded into a deep-stem
+ResNetV1c (the stem stays random with only a 'missing keys' warning), and a local
+checkpoint file that is not there (the run would build everything, then stop).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 from seglab.config.walk import pretrained_init
 from seglab.doctor.finding import Finding
@@ -15,6 +17,9 @@ from seglab.doctor.plan import Facts
 from seglab.doctor.rules import rule
 
 RESNET_V1C_CHECKPOINT = "open-mmlab://resnet50_v1c"
+# Rules about this machine's files rather than the config: a config is right and the run
+# still cannot start until the file is made (``seglab weights convert/fetch``)
+MACHINE_STATE_RULES = frozenset({"pretrained-missing"})
 
 
 @rule
@@ -44,3 +49,37 @@ def pretrained_weights(facts: Facts) -> Iterator[Finding]:
             "only sign is a long 'missing keys' warning (seed 003)",
             f"checkpoint={RESNET_V1C_CHECKPOINT!r}, or backbone type='ResNet' with "
             "deep_stem=False")
+
+
+@rule
+def pretrained_file(facts: Facts) -> Iterator[Finding]:
+    model = facts.cfg.model
+    backbone = model.get("backbone", {})
+    for where, checkpoint in (
+            ("model.backbone.init_cfg.checkpoint", (pretrained_init(backbone) or {}).get(
+                "checkpoint")),
+            ("model.pretrained", model.get("pretrained")),
+            ("model.backbone.pretrained", backbone.get("pretrained"))):
+        if not checkpoint or "://" in str(checkpoint) or Path(checkpoint).expanduser().exists():
+            continue
+        yield Finding(
+            "error", "pretrained-missing", where,
+            f"{checkpoint} does not exist (relative paths are read from {Path.cwd()}): the run "
+            "would build the model and stop at its first weight load", _make_it(str(checkpoint)))
+
+
+def _make_it(checkpoint: str) -> str:
+    """The command that makes a missing pretrained file, and what to do after it."""
+    from seglab.weights.convert import convert_hint
+    from seglab.weights.fetch import catalog, fetch_hint
+
+    command = convert_hint(checkpoint)
+    if command:
+        return f"`{command}`"
+    command = fetch_hint(checkpoint)
+    if command is None:
+        return "put the file there, or init_cfg=None to start from random weights"
+    if Path(checkpoint).name in {source.file_name for source in catalog().values()}:
+        return f"`{command}`"
+    # fetched under its release name (mit_b2_20220624-66e8bf70.pth), not the config's
+    return f"`{command}`, then point {Path(checkpoint).name!r} in the config at the file it saves"
