@@ -116,6 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         start_training_session(args.config, args.gpus, _forwarded_train_args(args))
         return 0
     from seglab.engine.runner import train
+    from seglab.launch.distributed import end_process_group
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
@@ -126,6 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           allow_cpu=args.allow_cpu, scale_lr=args.scale_lr, as_written=args.as_written,
           **({} if args.min_pretrained_coverage is None
              else {"min_pretrained_coverage": args.min_pretrained_coverage}))
+    end_process_group()
     return 0
 
 
@@ -164,10 +166,12 @@ def _forwarded_train_args(args: argparse.Namespace) -> list[str]:
 def cmd_test(args: argparse.Namespace) -> int:
     _die_with_launcher()
     from seglab.engine.runner import test
+    from seglab.launch.distributed import end_process_group
 
     test(args.config, args.checkpoint, work_dir=args.work_dir, show_dir=args.show_dir,
          cfg_options=args.cfg_options, data_root=args.data_root, launcher=args.launcher,
          allow_cpu=args.allow_cpu, skip_data_check=args.skip_data_check)
+    end_process_group()
     return 0
 
 

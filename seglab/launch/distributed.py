@@ -79,3 +79,16 @@ def die_with_launcher() -> bool:
     if os.getppid() != launcher:
         os.kill(os.getpid(), signal.SIGKILL)
     return True
+
+
+def end_process_group() -> None:
+    """Wait for every rank, then tear the process group down before the interpreter exits.
+
+    Left to interpreter exit, a gloo rank can abort in its C++ destructors ("terminate called
+    without an active exception", exit -6) after training finished, and torchrun then reports
+    the whole job as failed; NCCL warns that the group leaks resources. The barrier keeps a
+    rank that finished first from tearing down while another still collects its metrics.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()

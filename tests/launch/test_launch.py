@@ -221,3 +221,29 @@ def test_kill_9_of_dist_train_leaves_no_rank_training_on(voc_root: Path, tmp_pat
     for pid in survivors:  # don't leave them to the rest of the suite
         os.kill(pid, signal.SIGKILL)
     assert not survivors, f"ranks still running after kill -9 of dist_train.sh: {survivors}"
+
+
+@pytest.mark.parametrize("command", ["train", "test"])
+def test_the_process_group_is_ended_before_the_command_returns(command, tmp_path,
+                                                               monkeypatch) -> None:
+    """Left to interpreter exit, a gloo rank can abort in its destructors after training
+    finished ("terminate called without an active exception", exit -6) and torchrun reports
+    the job failed; NCCL warns of leaked resources. train/test end the group themselves."""
+    import torch.distributed as dist
+
+    from seglab.cli import main
+    from seglab.engine import runner
+
+    seen = {}
+    monkeypatch.setattr(runner, command, lambda *a, **k: seen.setdefault(
+        "initialized during the run", dist.is_initialized()))
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        args = [command, str(VOC_DEMO)] + (["ckpt.pth"] if command == "test" else [])
+        assert main(args) == 0
+    finally:
+        ended = not dist.is_initialized()
+        if not ended:
+            dist.destroy_process_group()
+    assert seen == {"initialized during the run": True} and ended
