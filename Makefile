@@ -17,8 +17,8 @@ env:  ## create .venv with the pinned stack (mmcv wheel built once, then cached)
 demo: env  ## generate a small VOC-layout dataset, train, test, print the per-class table
 	$(BIN)/seglab demo
 
-test: env lint  ## lint + the full suite (what .ci/run runs); Chromium for the report screenshot
-	bash scripts/install_browser.sh
+test: env lint  ## lint + the full suite (what .ci/run runs); Chromium and Slurm for their tests
+	bash scripts/install_test_packages.sh
 	$(BIN)/python -m pytest
 
 test-fast: env  ## everyday tier: every test not marked slow (no training runs)

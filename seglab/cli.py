@@ -45,7 +45,9 @@ def train_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser = parser or argparse.ArgumentParser(prog="seglab train")
     parser.add_argument("config", help="experiment config file")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
-                        help="continue a run: from CHECKPOINT, or the newest one in the work dir")
+                        help="continue a run: from CHECKPOINT, or the newest one in the work "
+                        "dir; `--resume auto`: the newest one if any, else start (what a "
+                        "requeued cluster job runs)")
     parser.add_argument("--finetune-from", metavar="CHECKPOINT",
                         help="load only the weights of CHECKPOINT; fresh optimizer and schedule "
                         "from the config (what a new LR or warm-up needs; --resume ignores them)")
@@ -115,8 +117,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         start_training_session(args.config, args.gpus, _forwarded_train_args(args))
         return 0
-    from seglab.engine.runner import train
+    from seglab.engine.hooks.preemption_hook import RunPreempted
     from seglab.launch.distributed import end_process_group
+
+    try:
+        _train(args)
+    except RunPreempted as stop:
+        print(f"seglab train: {stop}", file=sys.stderr)
+        end_process_group()
+        return 0 if stop.requeued else 128 + stop.signum  # as if the signal had ended it
+    end_process_group()
+    return 0
+
+
+def _train(args: argparse.Namespace) -> None:
+    from seglab.engine.runner import train
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
           data_root=args.data_root, launcher=args.launcher, overwrite=args.overwrite,
@@ -127,8 +142,6 @@ def cmd_train(args: argparse.Namespace) -> int:
           allow_cpu=args.allow_cpu, scale_lr=args.scale_lr, as_written=args.as_written,
           **({} if args.min_pretrained_coverage is None
              else {"min_pretrained_coverage": args.min_pretrained_coverage}))
-    end_process_group()
-    return 0
 
 
 def _forwarded_train_args(args: argparse.Namespace) -> list[str]:
@@ -249,6 +262,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from seglab.results.status import find_runs, run_status, status_table
+
+    statuses = [run_status(path) for path in find_runs(args.work_dirs)]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in statuses], indent=1))
+    else:
+        print(status_table(statuses))
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     from seglab.results.infer import run_infer
 
@@ -296,8 +322,19 @@ def cmd_zoo_list(args: argparse.Namespace) -> int:
 def cmd_zoo_train(args: argparse.Namespace) -> int:
     import subprocess
 
-    from seglab.config.zoo import write_zoo_config
+    from seglab.config.zoo import FAMILIES, write_zoo_config
 
+    if args.all == bool(args.family):
+        raise _usage_error("zoo train: name a FAMILY or pass --all (not both)")
+    families = [f.name for f in FAMILIES] if args.all else [args.family]
+    if args.slurm:
+        root = args.work_dir or "work_dirs/zoo"
+        work_dirs = [f"{root}/{name}_ade20k" for name in families]
+        configs = [str(write_zoo_config(name, wd)) for name, wd in zip(families, work_dirs,
+                                                                        strict=True)]
+        return _submit(args, configs, work_dirs, Path(root) / "slurm")
+    if args.all:
+        raise _usage_error("zoo train --all runs on a cluster: add --slurm (one job array)")
     work_dir = args.work_dir or f"work_dirs/zoo/{args.family}_ade20k"
     config = write_zoo_config(args.family, work_dir)
     print(f"seglab zoo: {args.family} -> {config}")
@@ -312,6 +349,75 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
 
     train(str(config), work_dir=work_dir, resume=args.resume)
     return 0
+
+
+def _usage_error(message: str) -> Exception:
+    from seglab.errors import UserError
+
+    return UserError(message)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from seglab.config.loading import default_work_dir
+
+    if len(args.configs) == 1:
+        work_dirs = [args.work_dir or default_work_dir(args.configs[0])]
+        script_dir = Path(work_dirs[0]) / "slurm"
+    else:  # an array: WORK_DIR/<config name> each, as work_dirs/<config name> without it
+        root = Path(args.work_dir or "work_dirs")
+        work_dirs = [str(root / Path(config).stem) for config in args.configs]
+        script_dir = root / "slurm"
+    return _submit(args, args.configs, work_dirs, script_dir)
+
+
+def _submit(args: argparse.Namespace, configs: list[str], work_dirs: list[str],
+            script_dir: Path) -> int:
+    from seglab.launch.submit import SlurmJob, submit
+
+    job = SlurmJob(configs=configs, work_dirs=work_dirs, nodes=args.nodes,
+                   gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+                   cpus_per_task=args.cpus_per_task, partition=args.partition, time=args.time,
+                   job_name=args.job_name, signal_lead_s=args.signal_lead,
+                   train_args=shlex.split(args.train_args),
+                   sbatch_args=shlex.split(args.sbatch_args), max_parallel=args.max_parallel)
+    script, job_id = submit(job, script_dir, "seglab " + shlex.join(args.argv),
+                            dry_run=args.dry_run, resume=args.resume)
+    runs = f"{len(configs)} runs (job array)" if len(configs) > 1 else work_dirs[0]
+    if job_id is None:
+        print(f"seglab submit: wrote {script} (not submitted: --dry-run)")
+    else:
+        print(f"seglab submit: job {job_id}: {runs}; script {script}; "
+              f"`seglab status {' '.join(dict.fromkeys(str(Path(w).parent) for w in work_dirs))}`"
+              " shows where it stands")
+    return 0
+
+
+def _add_submit_options(parser: argparse.ArgumentParser) -> None:
+    """The Slurm job's shape, shared by ``submit`` and ``zoo train --slurm``."""
+    from seglab.launch.submit import DEFAULT_SIGNAL_LEAD_S
+
+    parser.add_argument("--nodes", type=int, default=1)
+    parser.add_argument("--gpus-per-node", type=int, default=1,
+                        help="GPUs per node, one rank each (0: CPU ranks)")
+    parser.add_argument("--tasks-per-node", type=int,
+                        help="ranks per node (default: --gpus-per-node, or 1 without GPUs)")
+    parser.add_argument("--cpus-per-task", type=int, default=4,
+                        help="cores per rank, for its dataloader workers (default 4)")
+    parser.add_argument("--partition")
+    parser.add_argument("--time", help="time limit, e.g. 12:00:00; the job checkpoints and "
+                        "requeues itself before it")
+    parser.add_argument("--job-name", default="seglab")
+    parser.add_argument("--signal-lead", type=int, default=DEFAULT_SIGNAL_LEAD_S, metavar="S",
+                        help="seconds before the limit at which SIGUSR1 asks for a checkpoint "
+                        f"(default {DEFAULT_SIGNAL_LEAD_S}: a validation pass must fit)")
+    parser.add_argument("--max-parallel", type=int, metavar="N",
+                        help="array elements running at once")
+    parser.add_argument("--train-args", default="",
+                        help="more `seglab train` options for every run, one string")
+    parser.add_argument("--sbatch-args", default="",
+                        help="more sbatch options (--account, --qos, ...), one string")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="write the batch script, do not submit it")
 
 
 def cmd_weights_convert(args: argparse.Namespace) -> int:
@@ -407,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IoU points from which a change is flagged (default 1.0)")
     p.add_argument("--out", help="also write the comparison here (.html with curves, or .md)")
     p.set_defaults(func=cmd_compare)
+    p = sub.add_parser("status", help="where each run stands: state, iteration, last "
+                       "checkpoint, loss, mIoU, speed, ETA (one row a run)")
+    p.add_argument("work_dirs", nargs="+", metavar="WORK_DIR",
+                   help="a run's work dir, or a folder of them (e.g. work_dirs/zoo)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead")
+    p.set_defaults(func=cmd_status)
     p = sub.add_parser("infer", help="index masks and overlays for any images")
     p.add_argument("config")
     p.add_argument("checkpoint")
@@ -433,12 +545,28 @@ def build_parser() -> argparse.ArgumentParser:
         dest="zoo_command", required=True, metavar="ZOO_COMMAND")
     p = zoo.add_parser("list", help="families, their mmseg configs and what they need")
     p.set_defaults(func=cmd_zoo_list)
-    p = zoo.add_parser("train", help="train a family on ADE20K with the unified settings")
-    p.add_argument("family")
+    p = zoo.add_parser("train", help="train a family on ADE20K with the unified settings; "
+                       "--all --slurm: all 29 as one Slurm job array")
+    p.add_argument("family", nargs="?")
+    p.add_argument("--all", action="store_true", help="every family (with --slurm)")
     p.add_argument("--gpus", type=int, default=1)
-    p.add_argument("--work-dir", help="default: work_dirs/zoo/<family>_ade20k")
+    p.add_argument("--work-dir", help="default: work_dirs/zoo/<family>_ade20k (with --slurm: "
+                   "the folder of the families' work dirs, default work_dirs/zoo)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--slurm", action="store_true", help="submit as a Slurm job (array) that "
+                   "checkpoints and requeues itself at its time limit")
+    _add_submit_options(p)
     p.set_defaults(func=cmd_zoo_train)
+
+    p = sub.add_parser("submit", help="a Slurm batch job (several configs: a job array) that "
+                       "checkpoints and requeues itself at its time limit or preemption")
+    p.add_argument("configs", nargs="+", metavar="CONFIG")
+    p.add_argument("--work-dir", help="the run's folder (default: work_dirs/<config name>); "
+                   "with several configs, the folder of their work dirs")
+    p.add_argument("--resume", action="store_true",
+                   help="the work dir holds a run: the job continues it")
+    _add_submit_options(p)
+    p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("demo", help="the main job on the embedded default: synth data, "
                        "train, test, per-class table")

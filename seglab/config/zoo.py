@@ -3,8 +3,9 @@
 Each family names the config that ships inside mmsegmentation (``mmseg::`` scope);
 seglab applies the seed's unified settings on top (512x512, batch 2 per GPU,
 mmseg's 80k/160k schedule, validation and a checkpoint every 4,000 iterations,
-3 checkpoints kept) instead of 29 hand-copied scripts. Families that need an
-optional package say which one before anything is built.
+3 checkpoints kept) instead of 29 hand-copied scripts. Three families need mmdet or
+mmpretrain (the ``zoo`` extra, installed by ``make env``); without it they say which package
+before anything is built.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ UNIFIED_INTERVAL_ITERS = 4000
 UNIFIED_KEEP_CHECKPOINTS = 3
 ADE20K_DATASET = "_base_/datasets/ade20k.py"
 # Latest releases whose declared ranges accept mmcv 2.1.0 and mmengine 0.10.7
-# (mmdet: mmcv<2.2.0; mmpretrain: mmcv<2.4.0). Not installed by seglab's set-up.
+# (mmdet: mmcv<2.2.0; mmpretrain: mmcv<2.4.0): pyproject.toml's `zoo` extra, which `make env`
+# installs. mmpretrain 1.2.0's multimodal models do not import under transformers 5 (the `hf`
+# extra) and would take mmdet.models and mmseg.models down with them: seglab.compat keeps them
+# out (seglab uses mmpretrain for backbones only).
 OPTIONAL_PACKAGES = {"mmdet": "mmdet==3.3.0", "mmpretrain": "mmpretrain==1.2.0"}
+OPTIONAL_EXTRA = "zoo"
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,8 @@ def require_packages(family: Family) -> None:
     if missing:
         pins = " ".join(OPTIONAL_PACKAGES[p] for p in missing)
         raise UserError(f"zoo family {family.name!r} needs {', '.join(missing)}, which is not "
-                        f"installed. Fix: .venv/bin/pip install {pins}")
+                        f"installed. Fix: .venv/bin/pip install {pins} (seglab's "
+                        f"{OPTIONAL_EXTRA!r} extra; `make env` installs it)")
 
 
 def _swap_dataset_to_ade20k(cfg: Config) -> None:
@@ -124,7 +130,9 @@ def zoo_config(name: str) -> Config:
     cfg.train_cfg.val_interval = UNIFIED_INTERVAL_ITERS
     cfg.default_hooks.checkpoint.update(interval=UNIFIED_INTERVAL_ITERS,
                                         max_keep_ckpts=UNIFIED_KEEP_CHECKPOINTS)
-    imports = list(cfg.get("custom_imports", {}).get("imports", []))
+    imports = cfg.get("custom_imports", {}).get("imports", [])
+    # Mask2Former's config names one module as a string ('mmdet.models'), not a list
+    imports = [imports] if isinstance(imports, str) else list(imports)
     cfg.custom_imports = ConfigDict(imports=[*imports, "seglab.register"],
                                     allow_failed_imports=False)
     return cfg

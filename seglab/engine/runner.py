@@ -27,10 +27,13 @@ from seglab.data.bad_samples import use_sample_checks
 from seglab.engine.checkpoint import latest_loadable_checkpoint
 from seglab.engine.disk_space import check_checkpoint_space, check_work_dir_writable
 from seglab.engine.fast_resume import use_fast_resume
+from seglab.engine.hooks.preemption_hook import RunPreempted, release_stop_signals
 from seglab.launch.device import check_cuda_usable
 from seglab.launch.distributed import die_with_launcher, init_cpu_process_group
 from seglab.launch.env import launch_rank, launch_world_size
+from seglab.launch.slurm import slurm_rendezvous
 from seglab.platform.mmcv_ops import check_mmcv_kernels
+from seglab.results.status import mark_run_state
 from seglab.weights.coverage import DEFAULT_MIN_COVERAGE
 
 
@@ -64,7 +67,9 @@ def _prepare(cfg: Config, launcher: str) -> list[str]:
     notes = adapt_to_device(cfg, launcher) + fit_dataloader_workers(cfg)
     if launcher == "pytorch" and die_with_launcher():
         notes.append("this rank is killed with its torchrun agent (no orphan after kill -9)")
-    if launcher == "pytorch" and not torch.cuda.is_available():
+    if launcher == "slurm":
+        notes += slurm_rendezvous()
+    if launcher in ("pytorch", "slurm") and not torch.cuda.is_available():
         init_cpu_process_group()  # mmengine's init_dist would call torch.cuda.set_device
     if cfg.get("visualizer"):
         # mmengine returns the existing visualizer of the same name, so a second run in one
@@ -99,7 +104,8 @@ def train(
     on_bad_sample: str = "raise",
     max_bad_samples: int | None = None,
 ) -> Runner:
-    """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir.
+    """Train ``config``; ``resume=True`` continues from the newest checkpoint in the work dir,
+    ``resume="auto"`` too, or starts a new run where there is none (a requeued job).
 
     ``finetune_from`` loads only the weights of a checkpoint and starts a fresh
     optimizer and schedule. Refuses, before building anything, to resume from
@@ -114,13 +120,17 @@ def train(
     """
     check_cuda_usable(allow_cpu)  # the machine first: before the data check decodes files
     cfg = load_config(config, cfg_options, data_root)
-    amp_notes = enable_amp(cfg, amp, amp_dtype)
+    fit_notes = enable_amp(cfg, amp, amp_dtype)
     _set_work_dir(cfg, config, work_dir)
     # the config as written (before --resume/--finetune-from set load_from)
     plan, warnings = _run_doctor(cfg, config, launcher, ignore_doctor_errors)
     # a gpu_count config on another world size: say so, scale the LR or refuse
     warnings += fit_world_size(cfg, launch_world_size(launcher), scale_lr, as_written)
+    # before the resume report: it compares with the saved config, which has the swap
+    fit_notes += use_fast_resume(cfg)
     existing = _existing_checkpoints(cfg.work_dir)
+    if resume == "auto":  # a (re)started cluster job: continue if there is a run, else start
+        resume = latest_loadable_checkpoint(cfg.work_dir) or False
     if isinstance(resume, str):
         if not osp.isfile(resume):
             raise ConfigError(f"--resume {resume!r}: no such checkpoint file")
@@ -156,7 +166,7 @@ def train(
     else:
         warnings += _run_data_check(cfg, config, ("train", "val"), launcher, skip_data_check)
     check_work_dir_writable(cfg.work_dir)
-    notes = (amp_notes + _prepare(cfg, launcher) + use_fast_resume(cfg)
+    notes = (fit_notes + _prepare(cfg, launcher)
              + _use_class_metrics(cfg) + use_sample_checks(cfg, on_bad_sample, max_bad_samples)
              + _add_guard_hooks(cfg, min_pretrained_coverage, on_nonfinite))
     runner = _build_runner(cfg)
@@ -165,7 +175,18 @@ def train(
     print_log(plan, logger="current")
     for line in warnings:
         print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
-    runner.train()
+    try:
+        runner.train()
+    except RunPreempted:
+        raise  # the hook recorded it
+    except KeyboardInterrupt:
+        mark_run_state(cfg.work_dir, "stopped", error="KeyboardInterrupt")
+        raise
+    except Exception as err:  # mmengine calls no hook for a run that raises
+        mark_run_state(cfg.work_dir, "failed", error=err)
+        raise
+    finally:  # a run that raised never reached after_train, which gives the signals back
+        release_stop_signals(runner)
     return runner
 
 
@@ -248,6 +269,9 @@ def _add_guard_hooks(cfg: Config, min_pretrained_coverage: float,
             else "stops at the first NaN/Inf loss")
     return (notes + _add_hook(cfg, dict(type="NonFiniteLossHook", policy=on_nonfinite), what)
             + _add_hook(cfg, dict(type="RNGStateHook"), "--resume continues the random streams")
+            + _add_hook(cfg, dict(type="RunStatusHook"), "run_status.json for `seglab status`")
+            + _add_hook(cfg, dict(type="PreemptionCheckpointHook"),
+                        "SIGUSR1/SIGTERM: checkpoint at this iteration (Slurm: requeue), stop")
             + _add_hook(cfg, dict(type="PretrainedCoverageHook",
                                   min_coverage=min_pretrained_coverage),
                         f"stops below {min_pretrained_coverage:.0%} pretrained coverage"))

@@ -43,6 +43,9 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as pip vendors it (
     from pip._vendor import tomli as tomllib
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
+# pyproject.toml's optional-dependencies that `make env` (and so `make test`, CI) installs:
+# pytest/ruff, the Hugging Face weight conversion, and mmdet/mmpretrain for the whole zoo.
+DEFAULT_EXTRAS = "dev,hf,zoo"
 
 # mmcv 2.1.0's setup.py pins these C++ standards for torch > 1.12; each is
 # removed so that torch's BuildExtension appends the standard torch requires.
@@ -516,7 +519,8 @@ def up_to_date(python: str, mmcv: str) -> bool:
     return True
 
 
-def install(python: str = sys.executable, extras: str = "dev,hf", force: bool = False) -> None:
+def install(python: str = sys.executable, extras: str = DEFAULT_EXTRAS,
+            force: bool = False) -> None:
     """Install the pinned stack into ``python``'s venv; a no-op when the stamp says it is
     there with an mmcv ops variant that fits this machine.
 
@@ -558,7 +562,8 @@ def install(python: str = sys.executable, extras: str = "dev,hf", force: bool = 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seglab.platform.install", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--extras", default="dev,hf", help="pip extras of seglab to install")
+    parser.add_argument("--extras", default=DEFAULT_EXTRAS,
+                        help=f"pip extras of seglab to install (default: {DEFAULT_EXTRAS})")
     parser.add_argument("--force", action="store_true", help="reinstall even if up to date")
     args = parser.parse_args(argv)
     try:

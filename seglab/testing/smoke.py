@@ -28,8 +28,18 @@ def shrink_pipeline(pipeline: list[dict], crop: tuple[int, int]) -> None:
             step["size"] = crop
 
 
+def _no_repeats(dataset: ConfigDict) -> None:
+    """``RepeatDataset(times=50)`` (PoolFormer's ADE20K) would repeat the smoke epoch 50x."""
+    if "times" in dataset:
+        dataset.times = 1
+    for child in [dataset.get("dataset"), *dataset.get("datasets", [])]:
+        if isinstance(child, dict):
+            _no_repeats(child)
+
+
 def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int,
                     crop: tuple[int, int] | None) -> None:
+    _no_repeats(dataset)
     leaves = leaf_datasets(dataset)
     for leaf in leaves:
         layout = DATASET_LAYOUTS.get(leaf.type)
@@ -44,12 +54,13 @@ def _shrink_dataset(dataset: ConfigDict, data_roots: dict[str, str], images: int
 def smoke_config(cfg: Config, data_roots: dict[str, str], work_dir: str,
                  iterations: int = 2, batch_size: int | None = 2,
                  crop: tuple[int, int] | None = SMOKE_CROP, num_workers: int = 0,
-                 pretrained: bool = False) -> Config:
+                 pretrained: bool = False, validate: bool = True) -> Config:
     """Return ``cfg`` changed in place to train ``iterations`` steps and validate 2 images.
 
     ``crop=None`` and ``batch_size=None`` keep the config's own crop and per-GPU
     batch (the device check runs configs at their real size). ``pretrained=True`` keeps
     the config's pretrained weights (the file must exist); else initialisation is random.
+    ``validate=False`` drops validation and testing (train loop only).
     """
     if not pretrained:
         strip_pretrained(cfg.model)
@@ -69,4 +80,7 @@ def smoke_config(cfg: Config, data_roots: dict[str, str], work_dir: str,
     cfg.default_hooks.checkpoint = ConfigDict(type="CheckpointHook", interval=-1,
                                               save_last=False)
     cfg.default_hooks.logger = ConfigDict(type="LoggerHook", interval=1)
+    if not validate:  # mmengine builds a val/test loop only when all three are set
+        for stage in ("val", "test"):
+            cfg[f"{stage}_dataloader"] = cfg[f"{stage}_cfg"] = cfg[f"{stage}_evaluator"] = None
     return cfg

@@ -2,7 +2,10 @@
 
 from seglab.engine.hooks.class_metrics_hook import ClassMetricsHook
 from seglab.engine.hooks.nonfinite_loss_hook import NonFiniteLossHook
+from seglab.engine.hooks.preemption_hook import PreemptionCheckpointHook
 from seglab.engine.hooks.pretrained_coverage_hook import PretrainedCoverageHook
 from seglab.engine.hooks.rng_state_hook import RNGStateHook
+from seglab.engine.hooks.run_status_hook import RunStatusHook
 
-__all__ = ["ClassMetricsHook", "NonFiniteLossHook", "PretrainedCoverageHook", "RNGStateHook"]
+__all__ = ["ClassMetricsHook", "NonFiniteLossHook", "PreemptionCheckpointHook",
+           "PretrainedCoverageHook", "RNGStateHook", "RunStatusHook"]

@@ -49,7 +49,7 @@ class RNGStateHook(Hook):
         self._gathered: dict[str, Any] | None = None
         self._resumed: dict[str, Any] | None = None
 
-    def _gather_now(self, runner, own: dict[str, Any] | None = None) -> None:
+    def gather_now(self, runner, own: dict[str, Any] | None = None) -> None:
         """Collect every rank's streams while every rank is here: mmengine's
         ``Runner.save_checkpoint`` (and so ``before_save_checkpoint``) runs on rank 0
         alone, where a collective would wait forever."""
@@ -62,10 +62,10 @@ class RNGStateHook(Hook):
             return
         if (hook.every_n_train_iters(runner, hook.interval, hook.save_begin)
                 or (hook.save_last and hook.is_last_train_iter(runner))):
-            self._gather_now(runner)
+            self.gather_now(runner)
 
     def after_train_epoch(self, runner) -> None:
-        self._gather_now(runner)  # once an epoch: whatever CheckpointHook decides next
+        self.gather_now(runner)  # once an epoch: whatever CheckpointHook decides next
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
         self._gathered = None  # a step draws numbers: what was gathered is stale from here
@@ -93,7 +93,7 @@ class RNGStateHook(Hook):
 
     def before_val_epoch(self, runner) -> None:
         self._before_val = capture_rng_state()
-        self._gather_now(runner, self._before_val)  # for a best checkpoint saved after it
+        self.gather_now(runner, self._before_val)  # for a best checkpoint saved after it
 
     def after_val_epoch(self, runner, metrics: dict | None = None) -> None:
         if self._before_val is not None:
