@@ -6,7 +6,14 @@ BIN := $(VENV)/bin
 PYTHON ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env demo test test-fast lint
+# Two xdist workers (one per core, one OpenMP thread each: tests/conftest.py); the tests that
+# share a training run or the Slurm cluster stay together on one worker (--dist loadgroup).
+# The 25 slowest are printed, so the next slow test is seen when it lands.
+PYTEST := $(BIN)/python -m pytest -n 2 --dist loadgroup --durations=25
+# Tiers to leave out or choose: make test-fast, or `make test-only MARKERS="not slurm"`.
+MARKERS ?=
+
+.PHONY: help env demo test test-fast test-only coverage lint
 
 help:  ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,10 +26,18 @@ demo: env  ## generate a small VOC-layout dataset, train, test, print the per-cl
 
 test: env lint  ## lint + the full suite (what .ci/run runs); Chromium and Slurm for their tests
 	bash scripts/install_test_packages.sh
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
-test-fast: env  ## everyday tier: every test not marked slow (no training runs)
-	$(BIN)/python -m pytest -m "not slow"
+test-fast: env  ## everyday tier, under a minute: no training run, no subprocess CLI
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-only: env  ## the suite with -m "$(MARKERS)": slow, zoo, slurm, device_check, browser
+	bash scripts/install_test_packages.sh
+	$(PYTEST) -m "$(MARKERS)"
+
+coverage: env  ## the full suite with line coverage of seglab/ (its subprocesses included)
+	bash scripts/install_test_packages.sh
+	$(PYTEST) --cov --cov-report=term
 
 lint: env  ## ruff over the library, tests, tools and scripts
 	$(BIN)/ruff check seglab tests tools scripts

@@ -6,10 +6,6 @@ framework extensions and is what configs name in ``custom_imports``.
 
 from pathlib import Path
 
-from seglab import compat
-
 __version__ = "0.1.0"
 # The checkout seglab runs from (installed editable): configs/, tools/, scripts/ live here.
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Before mmseg is imported: keeps mmpretrain's transformers-4 models out of mmseg.models.
-compat.install()

@@ -130,7 +130,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _defer_unneeded_packages(config: str, cfg_options: dict) -> None:
+    """Before mmseg's models are imported: keep the optional packages this one config does
+    not name (mmdet, and with it transformers and mmpretrain) out of the process. A config
+    that cannot be read is left to the full load, which reports it."""
+    from mmengine.config import Config
+
+    from seglab import optional_imports
+    from seglab.config import memo
+    from seglab.config.walk import packages_named
+
+    memo.install()  # this parse and the full load share the package look-ups
+    try:
+        cfg = Config.fromfile(config, import_custom_modules=False)
+        cfg.merge_from_dict(cfg_options)
+    except Exception:  # noqa: BLE001 (reported by load_config, with the fix)
+        return
+    optional_imports.defer_unneeded(packages_named(cfg))
+
+
 def _train(args: argparse.Namespace) -> None:
+    _defer_unneeded_packages(args.config, args.cfg_options)
     from seglab.engine.runner import train
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
@@ -178,6 +198,7 @@ def _forwarded_train_args(args: argparse.Namespace) -> list[str]:
 
 def cmd_test(args: argparse.Namespace) -> int:
     _die_with_launcher()
+    _defer_unneeded_packages(args.config, args.cfg_options)
     from seglab.engine.runner import test
     from seglab.launch.distributed import end_process_group
 

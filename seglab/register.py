@@ -7,8 +7,10 @@
 # the resumable loop and sampler (engine); ClassIoUMetric (evaluation); FocalLoss with a
 # PyTorch path (models); CPUAwareDDP (launch.distributed).
 from seglab import engine, evaluation, models  # noqa: F401
+from seglab.config import memo
 from seglab.data import bad_samples  # noqa: F401  (GuardedLoad, CheckLoadedSample)
 from seglab.engine.checkpoint import install_safe_local_loader
 from seglab.launch import distributed  # noqa: F401
 
 install_safe_local_loader()
+memo.install()  # yapf once per config text, mmseg:: package look-ups once per process

@@ -32,6 +32,28 @@ def walk_dicts(node: Any) -> Iterator[dict]:
             yield from walk_dicts(value)
 
 
+# mmseg's heads that subclass mmdet's (mmseg imports mmdet only for them)
+MMDET_BASED_HEADS = ("Mask2FormerHead", "MaskFormerHead")
+
+
+def packages_named(cfg: Config | dict) -> set[str]:
+    """The top-level packages a config's model and pipeline need beyond mmseg: the scope of
+    every scoped ``type`` (``mmdet.MSDeformAttnPixelDecoder``, ``mmpretrain.PoolFormer``),
+    mmdet for its Mask2Former/MaskFormer heads, and every ``custom_imports`` module."""
+    found = set()
+    for node in walk_dicts(cfg.to_dict() if isinstance(cfg, Config) else cfg):
+        kind = node.get("type")
+        if isinstance(kind, str):
+            scope = kind.replace("::", ".").partition(".")
+            if scope[1]:
+                found.add(scope[0])
+            if kind in MMDET_BASED_HEADS:
+                found.add("mmdet")
+    imports = (cfg.get("custom_imports") or {}).get("imports", [])
+    found.update(name.partition(".")[0] for name in as_list(imports))
+    return found
+
+
 # mmengine's and mmseg's dataset wrappers over one ``dataset`` (mmseg's DRIVE, STARE, HRF and
 # CHASE_DB1 configs repeat theirs); ``ConcatDataset`` joins a list of ``datasets``
 ONE_DATASET_WRAPPERS = ("RepeatDataset", "ClassBalancedDataset", "MultiImageMixDataset")

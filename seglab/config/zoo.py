@@ -25,9 +25,8 @@ UNIFIED_KEEP_CHECKPOINTS = 3
 ADE20K_DATASET = "_base_/datasets/ade20k.py"
 # Latest releases whose declared ranges accept mmcv 2.1.0 and mmengine 0.10.7
 # (mmdet: mmcv<2.2.0; mmpretrain: mmcv<2.4.0): pyproject.toml's `zoo` extra, which `make env`
-# installs. mmpretrain 1.2.0's multimodal models do not import under transformers 5 (the `hf`
-# extra) and would take mmdet.models and mmseg.models down with them: seglab.compat keeps them
-# out (seglab uses mmpretrain for backbones only).
+# installs; the `hf` extra's transformers is one under which mmpretrain's multimodal models
+# import (mmdet imports them, and mmseg imports mmdet).
 OPTIONAL_PACKAGES = {"mmdet": "mmdet==3.3.0", "mmpretrain": "mmpretrain==1.2.0"}
 OPTIONAL_EXTRA = "zoo"
 

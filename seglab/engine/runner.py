@@ -24,6 +24,7 @@ from seglab.config.adapt import (
 )
 from seglab.config.loading import ConfigError, default_work_dir, load_config
 from seglab.data.bad_samples import use_sample_checks
+from seglab.engine import startup
 from seglab.engine.checkpoint import latest_loadable_checkpoint
 from seglab.engine.disk_space import check_checkpoint_space, check_work_dir_writable
 from seglab.engine.fast_resume import use_fast_resume
@@ -118,12 +119,15 @@ def train(
     ``on_bad_sample``/``max_bad_samples``: what a sample that fails to load does (see
     :func:`seglab.data.bad_samples.use_sample_checks`).
     """
+    timeline = startup.start()
     check_cuda_usable(allow_cpu)  # the machine first: before the data check decodes files
     cfg = load_config(config, cfg_options, data_root)
     fit_notes = enable_amp(cfg, amp, amp_dtype)
     _set_work_dir(cfg, config, work_dir)
+    timeline.mark("config")
     # the config as written (before --resume/--finetune-from set load_from)
     plan, warnings = _run_doctor(cfg, config, launcher, ignore_doctor_errors)
+    timeline.mark("doctor")
     # a gpu_count config on another world size: say so, scale the LR or refuse
     warnings += fit_world_size(cfg, launch_world_size(launcher), scale_lr, as_written)
     # before the resume report: it compares with the saved config, which has the swap
@@ -165,12 +169,14 @@ def train(
         warnings += _run_data_check(cfg, config, ("val",), launcher, skip_data_check)
     else:
         warnings += _run_data_check(cfg, config, ("train", "val"), launcher, skip_data_check)
+    timeline.mark("data check")
     check_work_dir_writable(cfg.work_dir)
     notes = (fit_notes + _prepare(cfg, launcher)
              + _use_class_metrics(cfg) + use_sample_checks(cfg, on_bad_sample, max_bad_samples)
              + _add_guard_hooks(cfg, min_pretrained_coverage, on_nonfinite))
     runner = _build_runner(cfg)
     check_checkpoint_space(runner)  # the model exists now: its size is known
+    timeline.mark("runner")
     _log_notes(notes)
     print_log(plan, logger="current")
     for line in warnings:
@@ -274,7 +280,8 @@ def _add_guard_hooks(cfg: Config, min_pretrained_coverage: float,
                         "SIGUSR1/SIGTERM: checkpoint at this iteration (Slurm: requeue), stop")
             + _add_hook(cfg, dict(type="PretrainedCoverageHook",
                                   min_coverage=min_pretrained_coverage),
-                        f"stops below {min_pretrained_coverage:.0%} pretrained coverage"))
+                        f"stops below {min_pretrained_coverage:.0%} pretrained coverage")
+            + _add_hook(cfg, dict(type="StartupTimeHook"), "logs where the start-up went"))
 
 
 def _resume_warnings(cfg: Config, resume_from: str | None,

@@ -416,10 +416,6 @@ def throughput_config(rel: str, data: dict[str, str], work: Path, sizes: Sizes,
     cfg.train_cfg.update(max_iters=sizes.throughput_iters, val_interval=10**6)
     cfg.default_hooks.logger.interval = sizes.log_interval
     cfg.default_hooks.checkpoint.update(interval=10**6, save_last=False)
-    # mmseg's train.py never imports seglab, whose import-time fix (seglab.compat) keeps
-    # mmpretrain's transformers-4 models from breaking `import mmseg.models` once the zoo
-    # extra is installed: the config brings it in, before any model is built
-    cfg.custom_imports = dict(imports=["seglab"], allow_failed_imports=False)
     if sizes.crop is not None:  # CPU-sized; SyncBN needs CUDA and a process group
         shrink_pipeline(cfg.train_dataloader.dataset.pipeline, sizes.crop)
         cfg.model.data_preprocessor.size = sizes.crop

@@ -328,8 +328,9 @@ def _hf_model(source: Source, arch: mit.MitArch) -> torch.nn.Module:
 
 
 def _load_legacy_hf(model: torch.nn.Module, legacy: dict[str, torch.Tensor]) -> None:
-    """Load tensors named as ``save_pretrained`` writes them into a live SegformerModel (whose
-    module names transformers 5 changed) by saving and loading through a temporary folder."""
+    """Load tensors named as ``save_pretrained`` writes them (``segformer.`` prefixes, as a
+    segmentation head's file has them) into a live SegformerModel by saving and loading through
+    a temporary folder: ``from_pretrained`` maps the names as it would for the user's folder."""
     import tempfile
 
     from safetensors.torch import save_file
@@ -337,7 +338,7 @@ def _load_legacy_hf(model: torch.nn.Module, legacy: dict[str, torch.Tensor]) -> 
     with tempfile.TemporaryDirectory() as tmp:
         model.config.save_pretrained(tmp)
         save_file({k: v.contiguous() for k, v in legacy.items()}, f"{tmp}/model.safetensors")
-        loaded = type(model).from_pretrained(tmp, dtype=torch.float32)
+        loaded = type(model).from_pretrained(tmp, torch_dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
 
 

@@ -16,6 +16,8 @@ from seglab.config.diff import flatten_config
 from seglab.errors import UserError
 from tests.conftest import REPO_ROOT, run_cli
 
+pytestmark = pytest.mark.zoo
+
 ITERATIONS = 2
 # smoke.py's 64x64 crop: at the deepest stride (32) 2x2 features remain. Batch 2, not 1: the
 # pooling branches (PSP, ASPP, ...) put batch norm over 1x1 maps, which cannot train on one

@@ -107,12 +107,12 @@ def test_crash_during_save_keeps_the_newest_checkpoint_loadable(voc_root, tmp_pa
     """The process dies half-way through writing epoch_2.pth."""
     from seglab.engine import checkpoint as ckpt
     from seglab.engine import runner as engine
-    from tests.conftest import VOC_DEMO
+    from tests.conftest import TINY_SUBSET, VOC_DEMO
 
     crash = SystemExit("simulated crash during checkpoint save")
     monkeypatch.setattr(ckpt, "_write_bytes", _fail_second_save(crash, []))
     options = {"train_cfg.max_epochs": 3, "train_cfg.val_interval": 10,
-               "default_hooks.checkpoint.save_best": None}
+               "default_hooks.checkpoint.save_best": None, **TINY_SUBSET}
     with pytest.raises(SystemExit):
         engine.train(str(VOC_DEMO), work_dir=str(tmp_path), data_root=str(voc_root),
                      cfg_options=options)

@@ -22,7 +22,8 @@ import torch
 from seglab.testing.slurm_cluster import LocalSlurm, slurm_missing
 from tests.conftest import REPO_ROOT, VOC_DEMO
 
-pytestmark = pytest.mark.slow
+# One cluster (a module fixture) for the whole file: one xdist worker runs it all.
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group(name="slurm")]
 
 # 2 ranks of 4 images, 48 images: 6 steps an epoch; workers off and a fixed seed, so a
 # resumed run draws what the uninterrupted one drew (see tests/engine/test_preemption.py)

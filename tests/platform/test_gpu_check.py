@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
+pytestmark = pytest.mark.device_check
+
 
 @pytest.mark.slow
 def test_gpu_check_tiny_runs_every_stage_and_writes_its_results(tmp_path) -> None:

@@ -127,6 +127,7 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed "
                     "(.ci/run installs it with apt-get; that failed or was skipped)")
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def hf_source(folder: Path, arch: mit.MitArch, cls=SegformerForImageClassificati
     config = SegformerConfig(hidden_sizes=list(arch.widths), depths=list(arch.depths),
                              num_labels=10)
     cls(config).save_pretrained(folder)
-    if weights == "bin":  # transformers 4.x's default file: same names, pickled
+    if weights == "bin":  # what transformers < 4.35 wrote: same names, pickled
         torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
         (folder / "model.safetensors").unlink()
     return folder

@@ -6,6 +6,7 @@ from seglab.engine.hooks.preemption_hook import PreemptionCheckpointHook
 from seglab.engine.hooks.pretrained_coverage_hook import PretrainedCoverageHook
 from seglab.engine.hooks.rng_state_hook import RNGStateHook
 from seglab.engine.hooks.run_status_hook import RunStatusHook
+from seglab.engine.hooks.startup_time_hook import StartupTimeHook
 
 __all__ = ["ClassMetricsHook", "NonFiniteLossHook", "PreemptionCheckpointHook",
-           "PretrainedCoverageHook", "RNGStateHook", "RunStatusHook"]
+           "PretrainedCoverageHook", "RNGStateHook", "RunStatusHook", "StartupTimeHook"]
