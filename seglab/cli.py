@@ -130,10 +130,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _defer_unneeded_packages(config: str, cfg_options: dict) -> None:
+def _defer_unneeded_packages(args: argparse.Namespace) -> None:
     """Before mmseg's models are imported: keep the optional packages this one config does
-    not name (mmdet, and with it transformers and mmpretrain) out of the process. A config
-    that cannot be read is left to the full load, which reports it."""
+    not name (mmdet, and with it transformers and mmpretrain) out of the process. Only when
+    the command is the whole process (a caller of ``main(argv)`` may build other models
+    later). A config that cannot be read is left to the full load, which reports it."""
+    if not args.whole_process:
+        return
     from mmengine.config import Config
 
     from seglab import optional_imports
@@ -142,15 +145,15 @@ def _defer_unneeded_packages(config: str, cfg_options: dict) -> None:
 
     memo.install()  # this parse and the full load share the package look-ups
     try:
-        cfg = Config.fromfile(config, import_custom_modules=False)
-        cfg.merge_from_dict(cfg_options)
+        cfg = Config.fromfile(args.config, import_custom_modules=False)
+        cfg.merge_from_dict(args.cfg_options)
     except Exception:  # noqa: BLE001 (reported by load_config, with the fix)
         return
     optional_imports.defer_unneeded(packages_named(cfg))
 
 
 def _train(args: argparse.Namespace) -> None:
-    _defer_unneeded_packages(args.config, args.cfg_options)
+    _defer_unneeded_packages(args)
     from seglab.engine.runner import train
 
     train(args.config, work_dir=args.work_dir, resume=args.resume, cfg_options=args.cfg_options,
@@ -198,7 +201,7 @@ def _forwarded_train_args(args: argparse.Namespace) -> list[str]:
 
 def cmd_test(args: argparse.Namespace) -> int:
     _die_with_launcher()
-    _defer_unneeded_packages(args.config, args.cfg_options)
+    _defer_unneeded_packages(args)
     from seglab.engine.runner import test
     from seglab.launch.distributed import end_process_group
 
@@ -636,9 +639,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # mmengine 0.10.7 imports pkg_resources (pinned setuptools keeps it); not the user's concern
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    whole_process = argv is None  # the `seglab` command, not a caller of main(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    args.argv = argv
+    args.argv, args.whole_process = argv, whole_process
     try:
         return args.func(args)
     except KeyboardInterrupt:

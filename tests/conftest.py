@@ -88,6 +88,7 @@ def voc_two_epochs(voc_root: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 TRAINING_FIXTURES = {"voc_two_epochs"}
+LONG_CHAINS = ("device_check", "slurm")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
@@ -101,3 +102,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if shared:
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group(name=sorted(shared)[0]))
+    # The longest chains first (each runs on one worker), so that no worker is left with one
+    # of them at the end while the other has nothing to do.
+    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in LONG_CHAINS)
+               and not TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())))

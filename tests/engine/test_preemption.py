@@ -20,7 +20,7 @@ from seglab.engine.hooks.preemption_hook import RunPreempted
 from seglab.results.status import run_status
 from tests.conftest import VOC_DEMO
 
-IMAGES, BATCH, EPOCHS = 32, 8, 2
+IMAGES, BATCH, EPOCHS = 8, 2, 2  # 4 steps an epoch, of 2 images (a quarter of 8's compute)
 PER_EPOCH = IMAGES // BATCH
 
 
@@ -56,6 +56,7 @@ def _options(**extra: object) -> dict[str, object]:
     # RNGStateHook saves, so the resumed run draws what the uninterrupted one drew
     return {"train_cfg.max_epochs": EPOCHS, "train_cfg.val_interval": EPOCHS,
             "train_dataloader.dataset.indices": IMAGES, "val_dataloader.dataset.indices": 4,
+            "train_dataloader.batch_size": BATCH,
             "train_dataloader.num_workers": 0, "train_dataloader.persistent_workers": False,
             "randomness.seed": 7, "randomness.deterministic": True, **extra}
 
