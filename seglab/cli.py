@@ -137,15 +137,14 @@ def _defer_unneeded_packages(args: argparse.Namespace) -> None:
     later). A config that cannot be read is left to the full load, which reports it."""
     if not args.whole_process:
         return
-    from mmengine.config import Config
-
     from seglab import optional_imports
     from seglab.config import memo
+    from seglab.config.loading import parse_for_load
     from seglab.config.walk import packages_named
 
-    memo.install()  # this parse and the full load share the package look-ups
+    memo.install()
     try:
-        cfg = Config.fromfile(args.config, import_custom_modules=False)
+        cfg = parse_for_load(args.config)  # the full load takes this parse over
         cfg.merge_from_dict(args.cfg_options)
     except Exception:  # noqa: BLE001 (reported by load_config, with the fix)
         return

@@ -141,3 +141,25 @@ def test_python_dash_m_seglab_is_the_cli() -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: seglab") and "train" in out.stdout
+
+
+def test_a_config_parsed_for_a_first_look_is_not_read_again(tmp_path, monkeypatch) -> None:
+    """The CLI looks at the config before importing mmseg's models (which optional packages it
+    needs); the full load takes that parse over, runs its custom_imports, and only once."""
+    from seglab.config import loading
+
+    (tmp_path / "extra_module_for_the_test.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "cfg.py"
+    config.write_text(f"_base_ = [{str(VOC_DEMO)!r}]\n"
+                      "custom_imports = dict(imports=['extra_module_for_the_test'])\n")
+    first_look = loading.parse_for_load(config)
+    assert "extra_module_for_the_test" not in sys.modules
+    reads = []
+    real = Config.fromfile
+    monkeypatch.setattr(Config, "fromfile", lambda *a, **k: reads.append(a) or real(*a, **k))
+    cfg = load_config(config, {"train_cfg.max_epochs": 3})
+    assert reads == [] and "extra_module_for_the_test" in sys.modules
+    assert cfg.train_cfg.max_epochs == 3 and cfg.model == first_look.model
+    load_config(config)  # handed over once: a second load reads the file
+    assert len(reads) == 1
