@@ -75,14 +75,17 @@ def test_resume_continues_at_epoch_three_with_restored_state(voc_two_epochs, voc
     shutil.copytree(first_run, work_dir, ignore=shutil.ignore_patterns("2*"))
     (work_dir / "last_checkpoint").write_text(str(work_dir / "epoch_2.pth"))
     ipe = iters_per_epoch(TRAIN_IMAGES)
-    runner = engine.train(str(VOC_DEMO), work_dir=str(work_dir), resume=True,
-                   **short_run(voc_root, 3))
-    assert runner.epoch == 3 and runner.iter == 3 * ipe
+    # the third epoch over the tiny subset: what is restored is the point, not its length
+    run = short_run(voc_root, 3)
+    run["cfg_options"].update(TINY_SUBSET)
+    runner = engine.train(str(VOC_DEMO), work_dir=str(work_dir), resume=True, **run)
+    steps = 2 * ipe + iters_per_epoch(TINY_TRAIN_IMAGES)
+    assert runner.epoch == 3 and runner.iter == steps
     # AdamW's per-parameter step counts and the PolyLR schedule's position carry
-    # on from the checkpoint: a fresh optimizer or scheduler would be at 1 * ipe.
-    assert _optimizer_steps(runner) == {3 * ipe}
+    # on from the checkpoint: a fresh optimizer or scheduler would count from 0.
+    assert _optimizer_steps(runner) == {steps}
     poly = runner.param_schedulers[-1]
-    assert isinstance(poly, PolyLR) and poly.last_step == 3 * ipe
+    assert isinstance(poly, PolyLR) and poly.last_step == steps
     saved = torch.load(work_dir / "epoch_2.pth", weights_only=False)
     assert saved["meta"]["iter"] == 2 * ipe
 
@@ -158,12 +161,14 @@ def test_dist_train_runs_two_cpu_ranks(voc_root, tmp_path) -> None:
 def test_dist_test_on_two_ranks_matches_single_process(voc_two_epochs, voc_root) -> None:
     _, work_dir = voc_two_epochs
     checkpoint = str(Path(work_dir) / "epoch_2.pth")
-    single = engine.test(str(VOC_DEMO), checkpoint, work_dir=str(work_dir),
-                         **short_run(voc_root, 2))
+    run = short_run(voc_root, 2)  # 8 test images: 4 a rank
+    run["cfg_options"]["test_dataloader.dataset.indices"] = 8
+    single = engine.test(str(VOC_DEMO), checkpoint, work_dir=str(work_dir), **run)
     env = {**os.environ, "PORT": "29518", "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
         ["bash", str(REPO_ROOT / "tools" / "dist_test.sh"), str(VOC_DEMO), checkpoint, "2",
-         "--work-dir", str(work_dir), "--data-root", str(voc_root)],
+         "--work-dir", str(work_dir), "--data-root", str(voc_root),
+         "--cfg-options", "test_dataloader.dataset.indices=8"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     names, _, miou = _parse_table(out.stdout)
