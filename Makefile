@@ -29,7 +29,7 @@ test: env lint  ## lint + the full suite (what .ci/run runs); Chromium and Slurm
 	$(PYTEST)
 
 test-fast: env  ## everyday tier, under a minute: no training run, no subprocess CLI
-	$(BIN)/python -m pytest -m "not slow" -q
+	$(BIN)/python -m pytest -n 2 -m "not slow" -q
 
 test-only: env  ## the suite with -m "$(MARKERS)": slow, zoo, slurm, device_check, browser
 	bash scripts/install_test_packages.sh

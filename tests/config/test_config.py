@@ -136,6 +136,7 @@ def test_num_workers_0_override_builds_the_dataloaders(tmp_path: Path) -> None:
             assert next(iter(loader))["inputs"], name
 
 
+@pytest.mark.slow  # a subprocess CLI: not in make test-fast
 def test_python_dash_m_seglab_is_the_cli() -> None:
     out = subprocess.run([sys.executable, "-m", "seglab", "--help"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=120)

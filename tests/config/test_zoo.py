@@ -172,6 +172,7 @@ def test_declared_optional_packages_are_really_needed(family: zoo.Family, monkey
         _predict(_build(zoo.zoo_config(family.name)))
 
 
+@pytest.mark.slow  # a subprocess CLI: not in make test-fast
 def test_zoo_cli_lists_families_and_refuses_clearly() -> None:
     listing = run_cli("zoo", "list")
     assert listing.returncode == 0

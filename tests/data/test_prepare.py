@@ -81,6 +81,7 @@ def test_rerun_is_a_no_op(archives, tmp_path) -> None:
     assert again.extracted == 0 and again.skipped > 0 and _snapshot(tmp_path) == before
 
 
+@pytest.mark.slow  # a subprocess CLI: not in make test-fast
 def test_killed_prepare_resumes_to_identical_output(archives, tmp_path) -> None:
     reference = tmp_path / "reference"
     prepare_voc(archives["voc"], reference, skip_checksum=True)

@@ -69,6 +69,7 @@ def _master_port(argv: list[str]) -> int:
     ({}, None),  # one node, no PORT: a free port
 ])
 @pytest.mark.parametrize("script", ["dist_train.sh", "dist_test.sh"])
+@pytest.mark.slow  # the shell scripts as subprocesses: not in make test-fast
 def test_dist_scripts_choose_and_print_the_rendezvous_port(
         script: str, variables: dict[str, str], expected: int | None, stub_torchrun) -> None:
     env, record = stub_torchrun

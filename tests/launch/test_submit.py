@@ -92,6 +92,7 @@ def test_rendezvous_from_slurm_variables(monkeypatch, tmp_path) -> None:
     assert first_host("node1,node2") == "node1"
 
 
+@pytest.mark.slow  # a subprocess CLI: not in make test-fast
 def test_submit_cli_writes_the_script_with_dry_run(tmp_path) -> None:
     from tests.conftest import run_cli
 
