@@ -19,6 +19,36 @@ from mmengine.config import DictAction
 from seglab.demo import DEMO_DATA
 from seglab.errors import report_error, report_interrupt
 
+CFG_OPTIONS_EXAMPLE = "train_cfg.max_epochs=12"
+
+
+def cfg_option_item(item: str) -> str:
+    """One ``--cfg-options`` item, checked as argparse converts it: mmengine's
+    ``DictAction`` raises a bare ValueError for an item without "=" (and an
+    AssertionError for unbalanced brackets), which argparse does not turn into a usage
+    error, so the user got a traceback."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"{item!r} is not KEY=VALUE. Fix: write each item as KEY=VALUE, e.g. "
+            f"{CFG_OPTIONS_EXAMPLE}; the option takes every word up to the next option, "
+            "so put positional arguments (CONFIG ...) before it.")
+    try:
+        DictAction._parse_iterable(value)  # what DictAction will do with it
+    except AssertionError:  # its only check: "Imbalanced brackets exist in ..."
+        raise argparse.ArgumentTypeError(
+            f"{item!r}: unbalanced brackets in the value {value!r}. Fix: close every [ "
+            "and (, e.g. optim_wrapper.optimizer.betas=(0.9,0.999), and quote an item with "
+            "spaces so that the shell keeps it one item.") from None
+    return item
+
+
+def add_cfg_options(parser: argparse.ArgumentParser) -> None:
+    """``--cfg-options KEY=VALUE ...``, the same for every sub-command that has it."""
+    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
+                        type=cfg_option_item, metavar="KEY=VALUE",
+                        help=f"override config keys, e.g. {CFG_OPTIONS_EXAMPLE}")
+
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by train and test (mmseg's tools/train.py and test.py names)."""
@@ -26,8 +56,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         "(default: work_dirs/<config name>)")
     parser.add_argument("--data-root", help="dataset root for every dataloader "
                         "(overrides data_root in the config)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
-                        help="override config keys, e.g. train_cfg.max_epochs=2")
+    add_cfg_options(parser)
     parser.add_argument("--allow-cpu", action="store_true",
                         help="run on the CPU even though this machine has NVIDIA GPUs that "
                         "torch cannot use (otherwise an error names the driver/CUDA problem)")
@@ -118,16 +147,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         start_training_session(args.config, args.gpus, _forwarded_train_args(args))
         return 0
     from seglab.engine.hooks.preemption_hook import RunPreempted
-    from seglab.launch.distributed import end_process_group
 
     try:
         _train(args)
     except RunPreempted as stop:
         print(f"seglab train: {stop}", file=sys.stderr)
-        end_process_group()
-        return 0 if stop.requeued else 128 + stop.signum  # as if the signal had ended it
+        return _end_run(args, 0 if stop.requeued else 128 + stop.signum)  # as the signal would
+    return _end_run(args, 0)
+
+
+def _end_run(args: argparse.Namespace, code: int) -> int:
+    """Wait for every rank and end the process group; a launched rank then exits at once."""
+    from seglab.launch.distributed import end_process_group, exit_launched_rank, is_launched_rank
+
     end_process_group()
-    return 0
+    if is_launched_rank(args.launcher):
+        exit_launched_rank(code)
+    return code
 
 
 def _defer_unneeded_packages(args: argparse.Namespace) -> None:
@@ -202,13 +238,11 @@ def cmd_test(args: argparse.Namespace) -> int:
     _die_with_launcher()
     _defer_unneeded_packages(args)
     from seglab.engine.runner import test
-    from seglab.launch.distributed import end_process_group
 
     test(args.config, args.checkpoint, work_dir=args.work_dir, show_dir=args.show_dir,
          cfg_options=args.cfg_options, data_root=args.data_root, launcher=args.launcher,
          allow_cpu=args.allow_cpu, skip_data_check=args.skip_data_check)
-    end_process_group()
-    return 0
+    return _end_run(args, 0)
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
@@ -516,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, help="processes the run will use (default: the "
                    "config's gpu_count, else 1)")
     p.add_argument("--data-root", help="count the dataset found here")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    add_cfg_options(p)
     p.add_argument("--json", help="also write the report as JSON here")
     p.set_defaults(func=cmd_doctor)
 
@@ -556,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = config.add_parser("show", help="print the fully resolved config (_base_ chain and "
                           "--cfg-options applied)")
     p.add_argument("config")
-    p.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
+    add_cfg_options(p)
     p.add_argument("--data-root")
     p.set_defaults(func=cmd_config_show)
     p = config.add_parser("diff", help="list the resolved fields that differ between two configs")

@@ -11,6 +11,8 @@ from seglab.config import memo
 from seglab.data import bad_samples  # noqa: F401  (GuardedLoad, CheckLoadedSample)
 from seglab.engine.checkpoint import install_safe_local_loader
 from seglab.launch import distributed  # noqa: F401
+from seglab.weights.remote import install_safe_remote_loaders
 
 install_safe_local_loader()
+install_safe_remote_loaders()  # URLs, open-mmlab://, torchvision://: the same allow-list
 memo.install()  # yapf once per config text, mmseg:: package look-ups once per process

@@ -111,3 +111,58 @@ def test_each_rank_prints_a_user_error_once_without_a_traceback(monkeypatch, cap
     assert "Traceback" not in err
     assert err.splitlines() == _error_lines(err) and len(_error_lines(err)) == 1
     assert err.startswith("[rank 3] seglab: error: /srv/work: permission denied")
+
+
+def _commands_with_cfg_options(parser=None, words: tuple[str, ...] = ()):
+    """``(command words, parser)`` of every (sub-)command of ``seglab`` with --cfg-options."""
+    import argparse
+
+    parser = parser or cli.build_parser()
+    for action in parser._actions:  # argparse has no public list of its actions
+        if "--cfg-options" in action.option_strings:
+            yield words, parser
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands_with_cfg_options(sub, (*words, name))
+
+
+CFG_OPTIONS_COMMANDS = {words: parser for words, parser in _commands_with_cfg_options()}
+POSITIONALS = {"config": str(VOC_DEMO), "checkpoint": "model.pth"}
+
+
+def test_every_cfg_options_is_the_checked_one() -> None:
+    assert {" ".join(w) for w in CFG_OPTIONS_COMMANDS} >= {"train", "test", "doctor",
+                                                           "config show"}
+    for parser in CFG_OPTIONS_COMMANDS.values():
+        (option,) = [a for a in parser._actions if "--cfg-options" in a.option_strings]
+        assert option.type is cli.cfg_option_item
+
+
+@pytest.mark.parametrize("words", sorted(CFG_OPTIONS_COMMANDS), ids=" ".join)
+@pytest.mark.parametrize("item, expected", [
+    ("train_cfg.max_epochs", "'train_cfg.max_epochs' is not KEY=VALUE. Fix: write each item "
+                             "as KEY=VALUE, e.g. train_cfg.max_epochs=12"),
+    ("=12", "'=12' is not KEY=VALUE"),
+    ("model.decode_head.loss_decode.class_weight=[1.0,2.0",
+     "unbalanced brackets in the value '[1.0,2.0'. Fix: close every [ and ("),
+])
+def test_a_bad_cfg_options_item_is_a_usage_error_naming_it(words, item, expected,
+                                                           capsys) -> None:
+    """mmengine's DictAction raised a bare ValueError (AssertionError) out of argparse."""
+    positionals = [POSITIONALS[a.dest] for a in CFG_OPTIONS_COMMANDS[words]._actions
+                   if not a.option_strings]
+    with pytest.raises(SystemExit) as stop:
+        cli.main([*words, *positionals, "--cfg-options", "a.b=1", item])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith(f"seglab {' '.join(words)}: error: argument --cfg-options: ")
+    assert expected in last
+
+
+def test_good_cfg_options_items_parse_as_mmengine_parses_them() -> None:
+    args = cli.build_parser().parse_args(
+        ["config", "show", str(VOC_DEMO), "--cfg-options", "train_cfg.max_epochs=12",
+         "a.b=[1,(2,x)]", "c=", "d=e=f"])
+    assert args.cfg_options == {"train_cfg.max_epochs": 12, "a.b": [1, (2, "x")], "c": "",
+                                "d": "e=f"}

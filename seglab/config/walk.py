@@ -33,7 +33,7 @@ def walk_dicts(node: Any) -> Iterator[dict]:
 
 
 # mmseg's heads that subclass mmdet's (mmseg imports mmdet only for them)
-MMDET_BASED_HEADS = ("Mask2FormerHead", "MaskFormerHead")
+MMDET_BASED_HEAD_TYPES = ("Mask2FormerHead", "MaskFormerHead")
 
 
 def packages_named(cfg: Config | dict) -> set[str]:
@@ -47,7 +47,7 @@ def packages_named(cfg: Config | dict) -> set[str]:
             scope = kind.replace("::", ".").partition(".")
             if scope[1]:
                 found.add(scope[0])
-            if kind in MMDET_BASED_HEADS:
+            if kind in MMDET_BASED_HEAD_TYPES:
                 found.add("mmdet")
     imports = (cfg.get("custom_imports") or {}).get("imports", [])
     found.update(name.partition(".")[0] for name in as_list(imports))

@@ -14,18 +14,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import tarfile
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO
 
 import numpy as np
 from PIL import Image
 
-from seglab.errors import UserError
+from seglab.errors import DISK_FULL, UserError, free_bytes, gib
 
 # Published checksums: VOC and SBD (md5, their download pages); ADE20K (sha1, as
 # GluonCV and others verify ADEChallengeData2016.zip).
@@ -41,6 +43,7 @@ VOC_LABELS = set(range(21)) | {255}
 VOC_LABELS_TEXT = "0..20 = background + 20 classes, 255 = ignore"
 ADE_LABELS = set(range(151))
 STAGING = ".seglab-staging"
+VOC_LISTS = ("ImageSets/Segmentation/train.txt", "ImageSets/Segmentation/val.txt")
 # Test seam: seconds to sleep per extracted member, so a test can kill a run mid-way.
 THROTTLE_ENV = "SEGLAB_PREPARE_THROTTLE_S"
 
@@ -80,30 +83,151 @@ def verify_archive(path: Path, kind: str, checksum: str | None, skip: bool) -> b
     return actual == published
 
 
-def _members(archive: Path) -> Iterator[tuple[str, Callable[[], IO[bytes]]]]:
-    """(name, opener) for every regular file, reading the archive front to back."""
+# What the published archives hold: folders and plain files, each named inside the archive's
+# own tree, unpacking to about their own size (JPEG, PNG and MATLAB files compress little).
+# Anything else is refused before it is written: a member named "../x" or "/x" (it would land
+# outside the data folder), a link, a device or FIFO, a sparse tar member (a few bytes that
+# unpack to gigabytes of zeros), and more bytes than MAX_EXPANSION times the archive's size.
+MAX_EXPANSION = 4
+EXPANSION_ALLOWANCE = 64 << 20  # small test and hand-made archives
+# What reading a damaged archive raises (gzip: BadGzipFile is an OSError; deflate: zlib.error)
+READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error)
+
+
+@dataclass(frozen=True)
+class Member:
+    """A regular file of an archive: its name, its declared size, how to read it."""
+
+    name: str
+    size: int
+    open: Callable[[], IO[bytes]]
+
+
+def _refuse(archive: Path, name: str, why: str) -> UserError:
+    return UserError(
+        f"{archive}: refused: member {name!r} {why}. The published archive holds only folders "
+        "and plain files inside its own tree, so this one was altered or is not the dataset; "
+        "nothing was written to the data folder. Fix: download the archive again from the "
+        "dataset's page.")
+
+
+def _check_name(archive: Path, name: str) -> None:
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or (parts and ":" in parts[0]) or ".." in parts:
+        raise _refuse(archive, name, "would be written outside the data folder")
+
+
+def _zip_members(archive: Path, zf: zipfile.ZipFile) -> Iterator[Member]:
+    for info in zf.infolist():
+        _check_name(archive, info.filename)
+        kind = stat.S_IFMT(info.external_attr >> 16)
+        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
+            raise _refuse(archive, info.filename, "is a link or a special file, not a file")
+        if not info.is_dir():
+            yield Member(info.filename, info.file_size, lambda info=info: zf.open(info))
+
+
+def _tar_members(archive: Path, tar: tarfile.TarFile) -> Iterator[Member]:
+    for member in tar:
+        _check_name(archive, member.name)
+        if member.issparse():
+            raise _refuse(archive, member.name, "is a sparse file (it unpacks to more bytes "
+                          "than the archive holds)")
+        if member.issym() or member.islnk():
+            raise _refuse(archive, member.name, f"is a link (to {member.linkname!r})")
+        if not (member.isfile() or member.isdir()):
+            raise _refuse(archive, member.name, "is a device, FIFO or other special file")
+        if member.isfile():
+            yield Member(member.name, member.size,
+                         lambda member=member: tar.extractfile(member))
+
+
+def _members(archive: Path) -> Iterator[Member]:
+    """Every regular file, reading the archive front to back; refuses what is not safe."""
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    if not info.is_dir():
-                        yield info.filename, lambda info=info: zf.open(info)
+                yield from _zip_members(archive, zf)
             return
         with tarfile.open(archive, mode="r|*") as tar:
-            for member in tar:
-                if member.isfile():
-                    yield member.name, lambda member=member: tar.extractfile(member)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
+            yield from _tar_members(archive, tar)
+    except READ_ERRORS as err:
         raise UserError(f"{archive}: the archive is corrupt or truncated ({err}). Fix: "
                         "download it again.") from err
 
 
-def _write_atomic(source: IO[bytes], target: Path) -> None:
+def extraction_limit(archive: Path) -> int:
+    """The most bytes seglab extracts from ``archive``: a stated multiple of its size."""
+    return MAX_EXPANSION * archive.stat().st_size + EXPANSION_ALLOWANCE
+
+
+def _space_needed(archive: Path, select: Callable[[str], str | None]) -> int:
+    """What the wanted members take: exact for a zip (its central directory), the archive's
+    size for a tar (an uncompressed tar holds no more; a compressed one about that much)."""
+    if zipfile.is_zipfile(archive):
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                return sum(i.file_size for i in zf.infolist()
+                           if not i.is_dir() and select(i.filename) is not None)
+        except READ_ERRORS:
+            return 0  # reported as corrupt when it is read
+    return archive.stat().st_size
+
+
+def _check_free_space(archive: Path, select: Callable[[str], str | None],
+                      staging: Path) -> None:
+    needed, free = _space_needed(archive, select), free_bytes(staging)
+    if free is not None and needed > free:
+        raise UserError(
+            f"{archive}: extracting it needs about {gib(needed)} in {staging.parent.parent} "
+            f"({gib(free)} free); nothing was written. Fix: free space there, or pass "
+            "--data-dir on a bigger disk.")
+
+
+def _disk_full(target: Path, err: OSError) -> UserError:
+    free = free_bytes(target)
+    return UserError(
+        f"no space left on device writing {target}"
+        + (f" ({gib(free)} free)" if free is not None else "") + "; the files extracted so "
+        "far were removed and nothing was moved into the data folder. Fix: free space there, "
+        "or pass --data-dir on a bigger disk, then run the same command again.")
+
+
+def _write_atomic(archive: Path, member: Member, target: Path, budget: list[int]) -> None:
+    """Copy one member to ``target`` via ``.partial``; ``budget[0]``: bytes still allowed."""
+    if member.size > budget[0]:
+        raise _refuse(archive, member.name, f"declares {member.size:,} bytes, more than "
+                      f"{MAX_EXPANSION}x the archive's size allows")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as out:
-        shutil.copyfileobj(source, out, 1 << 20)
+    try:
+        source = member.open()
+    except READ_ERRORS as err:
+        raise _corrupt_at(archive, member.name, err) from err
+    with source, open(partial, "wb") as out:
+        while True:
+            try:
+                block = source.read(1 << 20)
+            except READ_ERRORS as err:
+                raise _corrupt_at(archive, member.name, err) from err
+            if not block:
+                break
+            budget[0] -= len(block)
+            if budget[0] < 0:  # more than it declared (a lying header) or than the cap
+                raise _refuse(archive, member.name, "unpacks to more bytes than "
+                              f"{MAX_EXPANSION}x the archive's size")
+            try:
+                out.write(block)
+            except OSError as err:
+                if err.errno in DISK_FULL:
+                    raise _disk_full(target, err) from err
+                raise
     partial.replace(target)
+
+
+def _corrupt_at(archive: Path, name: str, err: BaseException) -> UserError:
+    return UserError(f"{archive}: the archive is corrupt or truncated at {name} ({err}). "
+                     "Fix: download it again.")
 
 
 def stage(archive: Path, select: Callable[[str], str | None], staging: Path,
@@ -111,19 +235,16 @@ def stage(archive: Path, select: Callable[[str], str | None], staging: Path,
     """Stream selected members into ``staging``; skip those already staged or in place."""
     extracted = skipped = 0
     throttle = float(os.environ.get(THROTTLE_ENV, "0"))
-    for name, opener in _members(archive):
-        rel = select(name)
+    _check_free_space(archive, select, staging)
+    budget = [extraction_limit(archive)]
+    for member in _members(archive):
+        rel = select(member.name)
         if rel is None:
             continue
         if (staging / rel).exists() or (final is not None and (final / rel).exists()):
             skipped += 1
             continue
-        try:
-            with opener() as source:
-                _write_atomic(source, staging / rel)
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as err:
-            raise UserError(f"{archive}: the archive is corrupt or truncated at {name} "
-                            f"({err}). Fix: download it again.") from err
+        _write_atomic(archive, member, staging / rel, budget)
         extracted += 1
         if throttle:
             time.sleep(throttle)
@@ -133,17 +254,55 @@ def stage(archive: Path, select: Callable[[str], str | None], staging: Path,
 def check_masks(folder: Path, allowed: set[int], allowed_text: str, what: str) -> None:
     """Index masks only, with labels the dataset defines; name the first offender."""
     for mask_path in sorted(folder.rglob("*.png")):
-        with Image.open(mask_path) as mask:
-            if mask.mode not in ("P", "L"):
-                raise UserError(
-                    f"{mask_path}: mask mode {mask.mode} (colour); {what} masks must hold class "
-                    "indices (mode P or L). Fix: map each colour to its class index (e.g. "
-                    "with the dataset's palette) and save a single-channel PNG.")
-            values = set(np.unique(np.asarray(mask)).tolist())
+        try:
+            with Image.open(mask_path) as mask:
+                if mask.mode not in ("P", "L"):
+                    raise UserError(
+                        f"{mask_path}: mask mode {mask.mode} (colour); {what} masks must hold "
+                        "class indices (mode P or L). Fix: map each colour to its class index "
+                        "(e.g. with the dataset's palette) and save a single-channel PNG.")
+                values = set(np.unique(np.asarray(mask)).tolist())
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            # truncated, not a PNG, or more pixels than PIL decodes (a decompression bomb)
+            raise UserError(f"{mask_path}: not a readable {what} mask ({err}); the archive is "
+                            "damaged or was altered. Fix: download it again.") from err
         if bad := sorted(values - allowed):
             raise UserError(
                 f"{mask_path}: label value(s) {bad} not valid for {what} (allowed: "
                 f"{allowed_text}). Fix: remap them to a class index or to the ignore value.")
+
+
+def check_complete(archive: Path, staging: Path, final: Path, lists: tuple[str, ...],
+                   files: tuple[str, ...]) -> None:
+    """Every id the split ``lists`` name has each of ``files`` (``{}`` is the id), staged now
+    or in place from before: a tar cut inside a header reads as a shorter archive."""
+    def where(rel: str) -> Path | None:
+        return next((root / rel for root in (staging, final) if (root / rel).is_file()), None)
+
+    for rel_list in lists:
+        found = where(rel_list)
+        if found is None:
+            raise UserError(f"{archive}: holds no {rel_list}; the archive is truncated or not "
+                            "the dataset's. Fix: download it again.")
+        ids = found.read_text().split()
+        missing = [pattern.format(i) for i in ids for pattern in files
+                   if where(pattern.format(i)) is None]
+        if missing:
+            raise UserError(f"{archive}: {len(missing)} file(s) named by {rel_list} are not in "
+                            f"it (first: {missing[0]}); the archive is truncated. Fix: download "
+                            "it again.")
+
+
+def check_pairs(archive: Path, staging: Path, images: str, masks: str) -> None:
+    """Each staged image has its mask and each mask its image (ADE20K lists no splits)."""
+    image_stems = {p.relative_to(staging / images).with_suffix("")
+                   for p in (staging / images).rglob("*.jpg")}
+    mask_stems = {p.relative_to(staging / masks).with_suffix("")
+                  for p in (staging / masks).rglob("*.png")}
+    if odd := sorted(image_stems ^ mask_stems):
+        raise UserError(f"{archive}: {len(odd)} image(s) without their mask or masks without "
+                        f"their image (first: {odd[0]}); the archive is truncated. Fix: "
+                        "download it again.")
 
 
 def publish(staging: Path, final: Path) -> None:
@@ -207,8 +366,10 @@ def prepare_voc(archive: Path, data_dir: Path, checksum: str | None = None,
     final = data_dir / "VOCdevkit" / "VOC2012"
     extracted, skipped, published = _run(
         "voc", archive, data_dir, final, select, checksum, skip_checksum,
-        lambda staging: check_masks(staging / "SegmentationClass", VOC_LABELS, VOC_LABELS_TEXT,
-                                    "VOC"))
+        lambda staging: (
+            check_complete(archive, staging, final, VOC_LISTS,
+                           ("JPEGImages/{}.jpg", "SegmentationClass/{}.png")),
+            check_masks(staging / "SegmentationClass", VOC_LABELS, VOC_LABELS_TEXT, "VOC")))
     sets = final / "ImageSets" / "Segmentation"
     counts = {s: len((sets / f"{s}.txt").read_text().split()) for s in ("train", "val")}
     _assert_counts("voc", counts, published)
@@ -222,7 +383,12 @@ def _convert_mat(paths: tuple[Path, Path]) -> None:
     mat_path, png_path = paths
     if png_path.exists():
         return
-    mask = loadmat(mat_path)["GTcls"][0]["Segmentation"][0].astype(np.uint8)
+    try:
+        mask = loadmat(mat_path)["GTcls"][0]["Segmentation"][0].astype(np.uint8)
+    except Exception as err:  # noqa: BLE001 (scipy raises many types for a damaged file)
+        raise UserError(f"{mat_path.name}: not a readable SBD mask file (MATLAB GTcls."
+                        f"Segmentation): {type(err).__name__}: {err}. The archive is damaged "
+                        "or was altered. Fix: download it again.") from None
     png_path.parent.mkdir(parents=True, exist_ok=True)
     partial = png_path.with_name(png_path.name + ".partial")
     Image.fromarray(mask).save(partial, format="PNG")
@@ -254,6 +420,7 @@ def prepare_sbd(archive: Path, data_dir: Path, checksum: str | None = None,
 
     try:
         extracted, skipped = stage(archive, select, raw)
+        check_complete(archive, raw, raw, ("train.txt", "val.txt"), ("cls/{}.mat",))
         mats = sorted((raw / "cls").glob("*.mat"))
         tasks = [(m, out / "SegmentationClassAug" / f"{m.stem}.png") for m in mats
                  if not (voc / "SegmentationClassAug" / f"{m.stem}.png").exists()]
@@ -321,8 +488,10 @@ def prepare_ade20k(archive: Path, data_dir: Path, checksum: str | None = None,
     final = data_dir / "ade" / "ADEChallengeData2016"
     extracted, skipped, published = _run(
         "ade20k", archive, data_dir, final, select, checksum, skip_checksum,
-        lambda staging: check_masks(staging / "annotations", ADE_LABELS,
-                                    "0 = other, 1..150 = classes", "ADE20K"))
+        lambda staging: (
+            check_pairs(archive, staging, "images", "annotations"),
+            check_masks(staging / "annotations", ADE_LABELS, "0 = other, 1..150 = classes",
+                        "ADE20K")))
     counts = {split: len(list((final / "images" / split).glob("*.jpg")))
               for split in ("training", "validation")}
     _assert_counts("ade20k", counts, published)

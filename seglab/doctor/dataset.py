@@ -19,8 +19,10 @@ as ``seglab train``/``test`` run it before building anything.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,15 +112,78 @@ def data_missing(name: str, dataset_type: str | None, data_root: Any, img_dir: P
                         "holds it.")
 
 
-def listed_ids(img_dir: Path, suffix: str) -> list[str]:
-    """The ids mmseg gives an image folder without a split list: ``BaseSegDataset.
-    load_data_list``'s own call of mmengine's ``list_dir_or_file`` (recursive: Cityscapes'
-    cities; files starting with "." skipped), relative to ``img_dir`` without the suffix,
-    sorted by path as mmseg sorts them."""
-    from mmengine.fileio import list_dir_or_file
+def listed_ids(img_dir: Path, suffix: str) -> tuple[list[str], list[Finding]]:
+    """The ids mmseg gives an image folder without a split list, and a finding for each
+    entry of it that mmseg cannot list.
 
-    found = list_dir_or_file(str(img_dir), list_dir=False, suffix=suffix, recursive=True)
-    return [rel[:len(rel) - len(suffix)] for rel in sorted(found)]
+    The walk of ``BaseSegDataset.load_data_list``'s call of mmengine's ``list_dir_or_file``
+    (recursive: Cityscapes' cities; files starting with "." skipped, folders followed,
+    hidden and linked ones too), ids relative to ``img_dir`` without the suffix, sorted by
+    path as mmseg sorts them. That walk raises on a symbolic link that loops (an OSError
+    from ``DirEntry.is_file``; for a link to a folder that holds it, once the path is 40
+    links deep) and on an entry or folder it cannot read: mmseg could not build the dataset,
+    so here each is a finding naming the entry, and the rest is listed.
+    """
+    found: list[str] = []
+    findings: list[Finding] = []
+
+    def walk(folder: str, chain: frozenset[tuple[int, int]]) -> None:
+        """``chain``: the (device, inode) of ``folder`` and of each folder above it."""
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as err:
+            findings.append(_unlisted_finding(Path(folder), err))
+            return
+        for entry in entries:
+            try:  # mmengine's test, in its order: a hidden entry is never stat'ed as a file
+                is_file = not entry.name.startswith(".") and entry.is_file()
+            except OSError as err:  # not FileNotFoundError (a dangling link): is_file() says False
+                findings.append(_unlisted_finding(Path(entry.path), err))
+                continue
+            if is_file:
+                if entry.name.endswith(suffix):
+                    found.append(os.path.relpath(entry.path, img_dir))
+                continue
+            try:  # os.path.isdir, as mmengine asks: an entry that cannot be stat'ed is not one
+                st = entry.stat()
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            if (st.st_dev, st.st_ino) in chain:
+                findings.append(_folder_loop_finding(Path(entry.path)))
+                continue
+            walk(entry.path, chain | {(st.st_dev, st.st_ino)})
+
+    top = img_dir.stat()
+    walk(str(img_dir), frozenset({(top.st_dev, top.st_ino)}))
+    return [rel[:len(rel) - len(suffix)] for rel in sorted(found)], findings
+
+
+_UNLISTABLE = "mmseg's listing of the image folder raises on it, so the dataset cannot be built"
+
+
+def _unlisted_finding(path: Path, err: OSError) -> Finding:
+    """An entry (or folder) of an image folder that cannot be stat'ed (or read)."""
+    if err.errno == errno.ELOOP:
+        target = f" -> {os.readlink(path)}" if path.is_symlink() else ""
+        return Finding(
+            "error", "symlink-loop", str(path),
+            f"symbolic link that loops ({path.name}{target}: {err.strerror}); {_UNLISTABLE}",
+            "delete the link, or point it at the real file (ls -l shows where it points)")
+    return Finding("error", "unreadable", str(path),
+                   f"cannot be listed ({err.strerror or err}); {_UNLISTABLE}",
+                   "make it readable for your user, or move it out of the image folder")
+
+
+def _folder_loop_finding(path: Path) -> Finding:
+    """A link to a folder that holds it: mmengine's recursive walk would follow it forever."""
+    return Finding(
+        "error", "symlink-loop", str(path),
+        f"symbolic link to {os.path.realpath(path)}, a folder that holds it: mmseg's "
+        "recursive listing of the image folder follows it until the system refuses (too many "
+        "levels of symbolic links), so the dataset cannot be built",
+        "delete the link, or point it at a folder outside the image folder")
 
 
 @dataclass
@@ -140,16 +205,22 @@ class DatasetSpec:
 
     def pairs(self) -> list[tuple[Path, Path | None]]:
         """``(image, mask or None)`` paths of every sample, as the dataset will list them."""
+        return self.listing()[0]
+
+    def listing(self) -> tuple[list[tuple[Path, Path | None]], list[Finding]]:
+        """``pairs()``, and the findings of listing the image folder (without a split list:
+        the entries mmseg's listing raises on, see ``listed_ids``)."""
         if missing := data_missing(self.name, None, self.data_root, self.img_dir, None):
             raise missing
-        ids = self.ids if self.ids is not None else listed_ids(self.img_dir, self.img_suffix)
+        ids, findings = (self.ids, []) if self.ids is not None else listed_ids(
+            self.img_dir, self.img_suffix)
         if isinstance(self.indices, int):  # mmengine: the first n, or the last -n
             ids = ids[:self.indices] if self.indices >= 0 else ids[self.indices:]
         elif self.indices is not None:
             ids = [ids[i] for i in self.indices if -len(ids) <= i < len(ids)]
         return [(self.img_dir / f"{i}{self.img_suffix}",
                  None if self.seg_dir is None else self.seg_dir / f"{i}{self.seg_suffix}")
-                for i in ids]
+                for i in ids], findings
 
     @property
     def cache_root(self) -> Path:
@@ -244,7 +315,7 @@ def examine_dataset(spec: DatasetSpec, files: FileCheck | None = None) -> Datase
     report = DatasetReport(spec.name, 0, num_classes, spec.reduce_zero_label,
                            [0] * num_classes, [0] * num_classes,
                            masks_checked=spec.seg_dir is not None)
-    pairs = spec.pairs()
+    pairs, report.findings = spec.listing()
     if files is None:
         files = gather_files([spec], progress=None)
     saw_zero = False

@@ -20,8 +20,9 @@ from __future__ import annotations
 import os.path as osp
 import pickle
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -72,13 +73,20 @@ def load_checkpoint_file(filename: str, map_location: Any = None, mmap: bool = F
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f"{filename} can not be found.")
+    return load_checkpoint_bytes(filename, filename, map_location, mmap=mmap)
+
+
+def load_checkpoint_bytes(source: str | IO[bytes], name: str, map_location: Any = None,
+                          mmap: bool = False) -> Any:
+    """What ``load_checkpoint_file`` does, for a path or an open binary stream (a file
+    fetched from object storage); ``name`` is what the messages call it."""
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(filename, map_location=map_location, weights_only=True,
+            return torch.load(source, map_location=map_location, weights_only=True,
                               mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{filename}: refused to load: it contains a Python object that is not in "
+            f"{name}: refused to load: it contains a Python object that is not in "
             "seglab's allow-list of checkpoint types, so loading it could run arbitrary code.\n"
             f"{_first_line(err)}\n"
             "Fix: if you trust this file, re-save only its weights in a trusted session "
@@ -87,7 +95,7 @@ def load_checkpoint_file(filename: str, map_location: Any = None, mmap: bool = F
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise CheckpointError(
-            f"{filename}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+            f"{name}: not a readable PyTorch checkpoint (truncated or corrupt?): "
             f"{_first_line(err)}\nFix: use an earlier checkpoint from the same work dir, or "
             "re-download / re-copy the file."
         ) from err
@@ -142,21 +150,80 @@ def _use_atomic_local_backend() -> None:
         del fileio_io.backend_instances[key]
 
 
-def latest_loadable_checkpoint(work_dir: str) -> str | None:
-    """The newest complete checkpoint: ``last_checkpoint``'s target when it loads, else
-    the newest ``*.pth`` that does (a pointer can be stale or cut short by a crash)."""
-    pointer = Path(work_dir) / "last_checkpoint"
-    named = pointer.read_text().strip() if pointer.is_file() else ""
+# What mmengine's Runner.save_checkpoint writes for a run it can continue; save_best's
+# ``best_*.pth`` (save_optimizer=False) and weights-only files lack the optimizer.
+TRAINING_STATE_KEYS = ("state_dict", "optimizer", "meta")
+MAX_POINTER_BYTES = 4096  # a path; anything longer is not what CheckpointHook wrote
+
+
+@dataclass(frozen=True)
+class FoundCheckpoint:
+    """The newest checkpoint a search accepted, and why it passed over newer ones."""
+
+    path: str | None
+    passed_over: tuple[str, ...] = ()
+
+
+def find_latest_checkpoint(work_dir: str, training_state: bool = True) -> FoundCheckpoint:
+    """The newest complete checkpoint: ``last_checkpoint``'s target when it loads, else the
+    newest ``*.pth`` that does (a pointer can be stale, cut short or garbage after a crash).
+
+    Args:
+        work_dir (str): the run's work dir.
+        training_state (bool): accept only files that hold what ``--resume`` needs (the
+            optimizer and the run's meta, not just weights). Defaults to True.
+    """
+    passed_over: list[str] = []
+    named = _pointer_target(Path(work_dir) / "last_checkpoint", passed_over)
     others = sorted(Path(work_dir).glob("*.pth"), key=lambda p: p.stat().st_mtime,
                     reverse=True)
-    for candidate in [named, *map(str, others)]:
-        if candidate and Path(candidate).is_file():
-            try:
-                load_checkpoint_file(candidate, map_location="cpu", mmap=True)
-            except (CheckpointError, OSError):
-                continue
-            return candidate
-    return None
+    for candidate in dict.fromkeys([named, *map(str, others)]):  # the pointer's target once
+        if not candidate or not _is_file(candidate):
+            continue
+        try:
+            loaded = load_checkpoint_file(candidate, map_location="cpu", mmap=True)
+        except (CheckpointError, OSError) as err:
+            passed_over.append(f"{candidate}: {str(err).splitlines()[0]}")
+            continue
+        missing = [k for k in TRAINING_STATE_KEYS
+                   if not isinstance(loaded, dict) or k not in loaded]
+        if training_state and missing:
+            passed_over.append(f"{candidate}: weights only (no {', '.join(missing)}), cannot "
+                               "continue a run")
+            continue
+        return FoundCheckpoint(candidate, tuple(passed_over))
+    return FoundCheckpoint(None, tuple(passed_over))
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # a name too long for this file system, a loop of links
+        return False
+
+
+def _pointer_target(pointer: Path, passed_over: list[str]) -> str:
+    """The path ``last_checkpoint`` holds; "" (and why, in ``passed_over``) when it is
+    missing, too long to be a path or not text."""
+    try:
+        with open(pointer, "rb") as handle:
+            raw = handle.read(MAX_POINTER_BYTES + 1)
+    except OSError:
+        return ""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        text = None
+    if text is None or len(raw) > MAX_POINTER_BYTES or "\0" in text or "\n" in text:
+        passed_over.append(f"{pointer}: does not hold a checkpoint path (a crash or another "
+                           "program wrote it)")
+        return ""
+    return text
+
+
+def latest_loadable_checkpoint(work_dir: str, training_state: bool = True) -> str | None:
+    """``find_latest_checkpoint(...).path``: the newest checkpoint, None if there is none."""
+    return find_latest_checkpoint(work_dir, training_state).path
 
 
 def best_checkpoints(work_dir: str | Path) -> list[Path]:
@@ -167,4 +234,4 @@ def best_checkpoints(work_dir: str | Path) -> list[Path]:
 def best_or_latest_checkpoint(work_dir: str | Path) -> str | None:
     """The ``save_best`` checkpoint, else the newest complete one (``None``: nothing)."""
     best = best_checkpoints(work_dir)
-    return str(best[-1]) if best else latest_loadable_checkpoint(str(work_dir))
+    return str(best[-1]) if best else latest_loadable_checkpoint(str(work_dir), False)

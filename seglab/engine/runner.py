@@ -25,10 +25,11 @@ from seglab.config.adapt import (
 from seglab.config.loading import ConfigError, default_work_dir, load_config
 from seglab.data.bad_samples import use_sample_checks
 from seglab.engine import startup
-from seglab.engine.checkpoint import latest_loadable_checkpoint
+from seglab.engine.checkpoint import FoundCheckpoint, find_latest_checkpoint
 from seglab.engine.disk_space import check_checkpoint_space, check_work_dir_writable
 from seglab.engine.fast_resume import use_fast_resume
 from seglab.engine.hooks.preemption_hook import RunPreempted, release_stop_signals
+from seglab.engine.work_dir_lock import lock_work_dir
 from seglab.launch.device import check_cuda_usable
 from seglab.launch.distributed import die_with_launcher, init_cpu_process_group
 from seglab.launch.env import launch_rank, launch_world_size
@@ -133,19 +134,22 @@ def train(
     # before the resume report: it compares with the saved config, which has the swap
     fit_notes += use_fast_resume(cfg)
     existing = _existing_checkpoints(cfg.work_dir)
+    found = (find_latest_checkpoint(cfg.work_dir) if resume is True or resume == "auto"
+             else FoundCheckpoint(None))
     if resume == "auto":  # a (re)started cluster job: continue if there is a run, else start
-        resume = latest_loadable_checkpoint(cfg.work_dir) or False
+        resume = found.path or False
     if isinstance(resume, str):
         if not osp.isfile(resume):
             raise ConfigError(f"--resume {resume!r}: no such checkpoint file")
         cfg.resume, cfg.load_from = True, resume
     elif resume:
-        latest = latest_loadable_checkpoint(cfg.work_dir)
+        latest = found.path
         if latest is None:
             raise ConfigError(
-                f"--resume: no loadable checkpoint found in work dir {cfg.work_dir!r}. Fix: "
-                "drop --resume to start a new run, or pass --work-dir of the run to continue, "
-                "or --resume PATH/TO/epoch_N.pth."
+                f"--resume: no loadable checkpoint found in work dir {cfg.work_dir!r}"
+                + "".join(f"; passed over {why}" for why in found.passed_over)
+                + ". Fix: drop --resume to start a new run, or pass --work-dir of the run to "
+                "continue, or --resume PATH/TO/epoch_N.pth."
             )
         cfg.resume, cfg.load_from = True, latest
     if resume and finetune_from:
@@ -160,6 +164,10 @@ def train(
             "--resume to continue that run, --work-dir NEW_DIR for a new one, or --overwrite."
         )
     resume_from = cfg.load_from if resume else None
+    if found.passed_over:  # say which file the run continues from, and why not a newer one
+        warnings += [f"--resume passed over {why}" for why in found.passed_over]
+        if resume_from:
+            warnings.append(f"--resume continues from {resume_from}")
     warnings += _resume_warnings(cfg, resume_from, finetune_from)
     if finetune_from is not None:
         cfg.load_from, cfg.resume = finetune_from, False
@@ -171,28 +179,35 @@ def train(
         warnings += _run_data_check(cfg, config, ("train", "val"), launcher, skip_data_check)
     timeline.mark("data check")
     check_work_dir_writable(cfg.work_dir)
-    notes = (fit_notes + _prepare(cfg, launcher)
-             + _use_class_metrics(cfg) + use_sample_checks(cfg, on_bad_sample, max_bad_samples)
-             + _add_guard_hooks(cfg, min_pretrained_coverage, on_nonfinite))
-    runner = _build_runner(cfg)
-    check_checkpoint_space(runner)  # the model exists now: its size is known
-    timeline.mark("runner")
-    _log_notes(notes)
-    print_log(plan, logger="current")
-    for line in warnings:
-        print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
+    # before anything is built: a second run into this work dir is refused (its data check
+    # was the first run's, read from the cache)
+    lock = lock_work_dir(cfg.work_dir) if launch_rank() == 0 else None
     try:
-        runner.train()
-    except RunPreempted:
-        raise  # the hook recorded it
-    except KeyboardInterrupt:
-        mark_run_state(cfg.work_dir, "stopped", error="KeyboardInterrupt")
-        raise
-    except Exception as err:  # mmengine calls no hook for a run that raises
-        mark_run_state(cfg.work_dir, "failed", error=err)
-        raise
-    finally:  # a run that raised never reached after_train, which gives the signals back
-        release_stop_signals(runner)
+        notes = (fit_notes + _prepare(cfg, launcher)
+                 + _use_class_metrics(cfg) + use_sample_checks(cfg, on_bad_sample, max_bad_samples)
+                 + _add_guard_hooks(cfg, min_pretrained_coverage, on_nonfinite))
+        runner = _build_runner(cfg)
+        check_checkpoint_space(runner)  # the model exists now: its size is known
+        timeline.mark("runner")
+        _log_notes(notes)
+        print_log(plan, logger="current")
+        for line in warnings:
+            print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
+        try:
+            runner.train()
+        except RunPreempted:
+            raise  # the hook recorded it
+        except KeyboardInterrupt:
+            mark_run_state(cfg.work_dir, "stopped", error="KeyboardInterrupt")
+            raise
+        except Exception as err:  # mmengine calls no hook for a run that raises
+            mark_run_state(cfg.work_dir, "failed", error=err)
+            raise
+        finally:  # a run that raised never reached after_train, which gives the signals back
+            release_stop_signals(runner)
+    finally:
+        if lock is not None:
+            lock.release()
     return runner
 
 

@@ -14,17 +14,18 @@ import os
 import time
 from pathlib import Path
 
+from seglab.results.status import process_start
+
 _IMPORTED_AT = time.monotonic()
 
 
 def process_age() -> float:
     """Seconds since this process started (``/proc``: 10 ms steps), else since import."""
+    started = process_start(os.getpid())  # clock ticks since boot
     try:
-        stat = Path("/proc/self/stat").read_text()
         uptime = float(Path("/proc/uptime").read_text().split()[0])
-        started = int(stat[stat.rfind(")") + 2:].split()[19]) / os.sysconf("SC_CLK_TCK")
-        return max(uptime - started, 0.0)
-    except (OSError, ValueError, IndexError):
+        return max(uptime - int(started) / os.sysconf("SC_CLK_TCK"), 0.0)
+    except (OSError, ValueError, TypeError):  # TypeError: no /proc (started is None)
         return time.monotonic() - _IMPORTED_AT
 
 

@@ -4,12 +4,18 @@ What the seeds did with mmseg's ``demo/image_demo.py`` one image at a time:
 folders and many files, batched, with a progress bar. For each image
 ``DIR/<name>.png`` holds the class index of every pixel (0..C-1, as the model
 numbers classes) and ``DIR/<name>_overlay.jpg`` the colour overlay. Existing
-files are never replaced unless ``--overwrite``.
+files are never replaced unless ``--overwrite``. A folder contributes its files with an
+image suffix (others, a README or notes, are left alone). A file that is not a readable
+image (empty, or not an image whatever its name) is skipped: the others are still
+predicted and written, the skipped ones named one a line, and the command then exits 2
+(``ImagesSkipped``, a ``UserError``), so that a script sees that outputs are missing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +80,41 @@ def overlay(image: np.ndarray, mask: np.ndarray, palette: np.ndarray) -> np.ndar
     return (image * (1 - OVERLAY_ALPHA) + colours * OVERLAY_ALPHA).astype(np.uint8)
 
 
+class UnreadableImage(Exception):
+    """A file mmseg's image loader makes no pixels of; the message says why."""
+
+
+class ImagesSkipped(UserError):
+    """``run_infer`` wrote the outputs of the readable images and skipped the others."""
+
+    def __init__(self, message: str, written: list[Path], skipped: list[Path]) -> None:
+        super().__init__(message)
+        self.written, self.skipped = written, skipped
+
+
+def read_bgr(path: str | Path) -> np.ndarray:
+    """The pixels mmseg's ``LoadImageFromFile`` makes of ``path`` (OpenCV, 3 channels,
+    BGR, EXIF orientation applied); ``UnreadableImage`` where it would fail on the file.
+    Decoded once here and given to the model as an array, so the prediction, the overlay
+    and the check that the file is an image all see the same pixels."""
+    import cv2
+    import mmcv
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UnreadableImage(f"cannot be read: {err.strerror or err}") from err
+    if not data:
+        raise UnreadableImage("empty file, 0 bytes")
+    try:
+        image = mmcv.imfrombytes(data, flag="color", channel_order="bgr", backend="cv2")
+    except cv2.error as err:  # imdecode refuses some headers outright instead of None
+        raise UnreadableImage(f"OpenCV: {str(err).strip().splitlines()[-1]}") from err
+    if image is None:
+        raise UnreadableImage(f"OpenCV decodes no image from its {len(data):,} bytes")
+    return image
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     from PIL import Image
 
@@ -103,29 +144,76 @@ def collect_images(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
+def _readable(paths: Sequence[Path], skipped: list[tuple[Path, str]],
+              ) -> Iterator[tuple[Path, np.ndarray]]:
+    """``(path, BGR pixels)`` of each readable image; the others go to ``skipped``."""
+    for path in paths:
+        try:
+            image = read_bgr(path)
+        except UnreadableImage as why:
+            skipped.append((path, str(why)))
+            continue
+        yield path, image
+
+
+def _batches(items: Iterable[tuple[Path, np.ndarray]], size: int,
+             ) -> Iterator[list[tuple[Path, np.ndarray]]]:
+    """Full batches of readable images (a skipped file leaves no gap in one)."""
+    items = iter(items)
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _advance(progress: Any, done: int) -> None:
+    """Move mmengine's ``ProgressBar`` to ``done`` files (written or skipped)."""
+    if done > progress.completed:
+        progress.update(done - progress.completed)
+
+
 def run_infer(config: str, checkpoint: str, inputs: Sequence[str], out_dir: str,
               batch_size: int = 4, overwrite: bool = False) -> list[Path]:
-    """Write an index mask and an overlay per image; returns the masks written."""
+    """Write an index mask and an overlay per image; returns the masks written.
+
+    Raises ``ImagesSkipped`` after writing the others when some files are not readable
+    images (each named on stderr)."""
     from mmengine.utils import ProgressBar
     from PIL import Image
 
     paths = collect_images(inputs)
     out = Path(out_dir)
-    targets = [(out / f"{p.stem}.png", out / f"{p.stem}_overlay.jpg") for p in paths]
-    clash = [str(t) for pair in targets for t in pair if t.exists()]
+    targets = {p: (out / f"{p.stem}.png", out / f"{p.stem}_overlay.jpg") for p in paths}
+    clash = [str(t) for pair in targets.values() for t in pair if t.exists()]
     if clash and not overwrite:
         raise UserError(f"{len(clash)} output file(s) already exist (e.g. {clash[0]}). Fix: "
                         "another --out folder, or --overwrite.")
     model = load_model(config, checkpoint)  # after the cheap checks
     out.mkdir(parents=True, exist_ok=True)
     progress = ProgressBar(len(paths))
-    masks = predict(model, [str(p) for p in paths], batch_size)
+    skipped: list[tuple[Path, str]] = []
+    written: list[Path] = []
     palette = None
-    for path, (mask_path, overlay_path), mask in zip(paths, targets, masks, strict=True):
-        palette = palette if palette is not None else palette_of(model, int(mask.max()) + 1)
-        Image.fromarray(mask.astype(np.uint8 if mask.max() < 256 else np.uint16)).save(mask_path)
-        Image.fromarray(overlay(read_rgb(path), mask, palette)).save(overlay_path, quality=92)
-        progress.update()
-    print(f"\nseglab infer: {len(paths)} image(s) -> {out} (<name>.png class indices, "
+    for batch in _batches(_readable(paths, skipped), batch_size):
+        masks = predict(model, [image for _, image in batch], batch_size)
+        for (path, image), mask in zip(batch, masks, strict=True):
+            mask_path, overlay_path = targets[path]
+            palette = palette if palette is not None else palette_of(model, int(mask.max()) + 1)
+            Image.fromarray(mask.astype(np.uint8 if mask.max() < 256 else np.uint16)).save(
+                mask_path)
+            Image.fromarray(overlay(image[..., ::-1], mask, palette)).save(overlay_path,
+                                                                          quality=92)
+            written.append(mask_path)
+        _advance(progress, len(written) + len(skipped))
+    _advance(progress, len(paths))  # files skipped after the last batch
+    print(f"\nseglab infer: {len(written)} image(s) -> {out} (<name>.png class indices, "
           "<name>_overlay.jpg)")
-    return [t[0] for t in targets]
+    if skipped:
+        # after the progress bar, which owns the terminal line while it runs
+        for path, why in skipped:
+            print(f"seglab infer: skipped {path}: not a readable image ({why})",
+                  file=sys.stderr)
+        raise ImagesSkipped(
+            f"{len(skipped)} of {len(paths)} image file(s) skipped, not readable images "
+            f"(listed above); the other {len(written)} were written to {out}. Fix: replace "
+            "or delete the skipped files; to add their outputs later, run infer on just "
+            "them with the same --out.", written, [path for path, _ in skipped])
+    return written

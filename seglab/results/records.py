@@ -90,8 +90,78 @@ def _from_text(path: Path, table: int | None = None) -> RunResults:
     return RunResults(name, classes, values, summary, source=str(path))
 
 
+# what compare and report read instead: the places seglab's own records are
+_RECORD_SOURCES = (f"a run's work dir or one of its {RECORD_DIR}/*.json records (what seglab "
+                   "train / seglab test write), or a log/table file")
+
+
+def _json_kind(value: object) -> str:
+    return ("null" if value is None else "a boolean" if isinstance(value, bool) else
+            {dict: "an object", list: "a list", str: "a string", int: "a number",
+             float: "a number"}.get(type(value), type(value).__name__))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_value(value: object) -> bool:
+    """A per-class or summary value: a number, or null (NaN: the class is absent)."""
+    return value is None or _is_number(value)
+
+
+def _record_problem(record: object) -> str | None:
+    """Why ``record`` is not what ``ClassMetricsHook`` writes (None: it is); only the keys
+    read here are checked, so records that gain keys stay readable."""
+    if not isinstance(record, dict):
+        return (f"it holds {_json_kind(record)}, where a record is a JSON object with "
+                "'classes' and 'per_class'")
+    missing = [k for k in ("classes", "per_class") if k not in record]
+    if missing:
+        keys = ", ".join(repr(k) for k in list(record)[:5]) or "none"
+        return (f"no {' or '.join(repr(k) for k in missing)} key (its keys: {keys}"
+                + (", ..." if len(record) > 5 else "") + ")")
+    classes, per_class = record["classes"], record["per_class"]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        return ("'classes' is an empty list" if classes == [] else
+                f"'classes' is {_json_kind(classes)}, not a list of class names")
+    if not isinstance(per_class, dict):
+        return f"'per_class' is {_json_kind(per_class)}, not an object of per-class lists"
+    for key, values in per_class.items():
+        if not (isinstance(values, list) and len(values) == len(classes)
+                and all(_is_value(v) for v in values)):
+            return (f"'per_class' {key!r} is not a list of {len(classes)} numbers (one per "
+                    "class)")
+    summary = record.get("summary", {})
+    if not (isinstance(summary, dict) and all(_is_value(v) for v in summary.values())):
+        return "'summary' is not an object of numbers"
+    confusion = record.get("confusion")
+    if confusion is not None and not (
+            isinstance(confusion, list) and len(confusion) == len(classes)
+            and all(isinstance(row, list) and len(row) == len(classes)
+                    and all(_is_number(v) for v in row) for row in confusion)):
+        return (f"'confusion' is not a {len(classes)} x {len(classes)} matrix (one row and "
+                "column per class)")
+    return None
+
+
 def _from_record(path: Path, name: str | None = None) -> RunResults:
-    record = json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not a seglab record: not text ({err.reason} at byte "
+                        f"{err.start}). Fix: pass {_RECORD_SOURCES}.") from err
+    except json.JSONDecodeError as err:
+        # what a writer stopped mid-file leaves: the newest record of a crashed run
+        raise UserError(f"{path}: not a seglab record: not valid JSON ({err.msg} at line "
+                        f"{err.lineno} column {err.colno}), as a record cut short by a run "
+                        "stopped mid-write is. Fix: delete it (its work dir then uses the "
+                        "previous record) or re-run the evaluation that writes it (seglab "
+                        f"test); for other results pass {_RECORD_SOURCES}.") from err
+    problem = _record_problem(record)
+    if problem is not None:
+        raise UserError(f"{path}: not a seglab record: {problem}. Fix: pass "
+                        f"{_RECORD_SOURCES}.")
     return RunResults(name or path.stem, record["classes"], record["per_class"],
                       record.get("summary", {}), record.get("confusion"), source=str(path))
 

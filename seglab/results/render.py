@@ -46,6 +46,13 @@ def _figure(width: float, height: float):
     return plt.subplots(figsize=(width, height))
 
 
+def literal(text: str) -> str:
+    """``text`` for matplotlib to draw as typed: class and run names are data, and a ``$``
+    pair in one would be parsed as mathtext (drawn as a formula, or a ValueError when it
+    is no valid one). Matplotlib draws ``\\$`` as ``$`` in text without math."""
+    return text.replace("$", r"\$")
+
+
 def line_chart(series: dict[str, Sequence[tuple[int, float]]], title: str, xlabel: str,
                ylabel: str = "") -> str:
     """One line per series (e.g. one per run), as inline SVG."""
@@ -53,10 +60,10 @@ def line_chart(series: dict[str, Sequence[tuple[int, float]]], title: str, xlabe
     for name, points in series.items():
         if points:
             steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, label=name, linewidth=1.4)
-    ax.set_title(title, fontsize=11)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+            ax.plot(steps, values, label=literal(name), linewidth=1.4)
+    ax.set_title(literal(title), fontsize=11)
+    ax.set_xlabel(literal(xlabel))
+    ax.set_ylabel(literal(ylabel))
     ax.grid(alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
@@ -68,10 +75,10 @@ def bar_chart(names: Sequence[str], values: Sequence[float | None], title: str) 
     fig, ax = _figure(6.0, max(2.5, 0.16 * len(names) + 0.8))
     clean = [0.0 if v is None else v for v in values]
     ax.barh(range(len(names)), clean, color=[_rgb(v) for v in values])
-    ax.set_yticks(range(len(names)), labels=list(names), fontsize=7)
+    ax.set_yticks(range(len(names)), labels=[literal(n) for n in names], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.set_title(title, fontsize=11)
+    ax.set_title(literal(title), fontsize=11)
     ax.grid(axis="x", alpha=0.3)
     return _svg(fig)
 

@@ -127,11 +127,60 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> object:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ConversionError(f"{path}: not readable JSON ({err}); download it again") from err
+
+
+def _json_type(value: object) -> str:
+    """What a JSON value is, in JSON's words (a message shows the user their file's terms)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", int: "a number", float: "a number", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _described(value: object) -> str:
+    """``a string ("64")``: the kind and (the start of) the value as the file spells it."""
+    if value is None:
+        return "null"
+    text = json.dumps(value)
+    return f"{_json_type(value)} ({text if len(text) <= 60 else text[:57] + '...'})"
+
+
+def _shard_files(index: Path) -> list[Path]:
+    """The shards an index (``*.index.json``) maps the tensors to, each once, sorted.
+
+    Everything but ``weight_map`` (tensor name -> shard file) is metadata nobody needs here;
+    a hand-edited or foreign index is refused naming the key rather than failing on it."""
+    fix = "Fix: download the folder again (save_pretrained writes the index with its shards)"
+    data = _read_json(index)
+    if not isinstance(data, dict):
+        raise ConversionError(f"{index}: the index is {_json_type(data)}, not a JSON object "
+                              f"with a 'weight_map'. {fix}.")
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        what = ("missing" if "weight_map" not in data else
+                "empty" if isinstance(weight_map, dict) else
+                _described(weight_map))
+        raise ConversionError(f"{index}: key 'weight_map' is {what}; it must be an object "
+                              "mapping each tensor name to its shard file. "
+                              f"{fix}.")
+    for tensor, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise ConversionError(f"{index}: key 'weight_map' maps tensor {tensor!r} to "
+                                  f"{_described(shard)}, not a shard file name. {fix}.")
+    shards = [index.parent / shard for shard in sorted(set(weight_map.values()))]
+    for shard in shards:
+        if not shard.is_file():
+            raise ConversionError(f"{index}: key 'weight_map' names the shard {shard.name!r}, "
+                                  f"which is not in {index.parent}: the download is "
+                                  "incomplete. Fix: download the missing shard(s) again.")
+    return shards
 
 
 def _hf_weight_files(folder: Path) -> list[Path]:
@@ -140,11 +189,72 @@ def _hf_weight_files(folder: Path) -> list[Path]:
                                ("pytorch_model.bin.index.json", "pytorch_model.bin")):
         index = folder / index_name
         if index.is_file():
-            shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
-            return [folder / shard for shard in shards]
+            return _shard_files(index)
         if (folder / single).is_file():
             return [folder / single]
     return []
+
+
+# config.json fields that transformers' SegformerModel is built from (SegformerEncoder reads
+# the per-stage lists by stage index, the numbers as they are) and that convert writes into
+# the checkpoint's meta (``architectures``); another field is transformers' business alone
+_WHOLE_NUMBERS = ("num_encoder_blocks", "num_channels")
+_NUMBERS = ("drop_path_rate", "hidden_dropout_prob", "attention_probs_dropout_prob",
+            "initializer_range", "layer_norm_eps")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _is_positive(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+_WHOLE = (_is_whole, "whole numbers of at least 1")
+_STAGE_LISTS = {"depths": _WHOLE, "sr_ratios": _WHOLE, "hidden_sizes": _WHOLE,
+                "patch_sizes": _WHOLE, "strides": _WHOLE, "num_attention_heads": _WHOLE,
+                "mlp_ratios": (_is_positive, "positive numbers")}  # the MLP's width / input's
+
+
+def _hf_config(path: Path) -> dict[str, Any]:
+    """``config.json`` of a Hugging Face folder, its fields the source model is built from
+    checked: a wrong type there would stop transformers mid-construction with a TypeError."""
+    config = _read_json(path)
+    fix = ("Fix: restore the file as save_pretrained writes it (download it again), or remove "
+           "it to verify against MiT's own numbers for the size the tensors show")
+
+    def refuse(key: str, expected: str) -> ConversionError:
+        return ConversionError(f"{path}: key {key!r} is {_described(config[key])}, expected "
+                               f"{expected}. {fix}.")
+
+    if not isinstance(config, dict):
+        raise ConversionError(f"{path}: the file is {_json_type(config)}, not a JSON object "
+                              f"of model settings. {fix}.")
+    for key in _WHOLE_NUMBERS:
+        if key in config and not _is_whole(config[key]):
+            raise refuse(key, "a whole number of at least 1")
+    stages = config.get("num_encoder_blocks", 4)  # SegformerConfig's default: MiT's 4 stages
+    for key, (fits, what) in _STAGE_LISTS.items():
+        values = config.get(key)
+        # transformers indexes these by stage: a shorter list ends in an IndexError
+        if key in config and not (isinstance(values, list) and len(values) >= stages
+                                  and all(map(fits, values))):
+            raise refuse(key, f"a list of {stages} {what}, one per stage")
+    for key in _NUMBERS:
+        if key in config and not _is_number(config[key]):
+            raise refuse(key, "a number")
+    if "hidden_act" in config and not isinstance(config["hidden_act"], str):
+        raise refuse("hidden_act", "the name of an activation such as \"gelu\"")
+    architectures = config.get("architectures")
+    if architectures is not None and not (isinstance(architectures, list)
+                                          and all(isinstance(a, str) for a in architectures)):
+        raise refuse("architectures", "a list of class names such as [\"SegformerModel\"]")
+    return config
 
 
 def _resolve_hub_id(src: str) -> Path:
@@ -201,13 +311,15 @@ def read_source(src: str) -> Source:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         state.update(_load_file(file))
-    hf_config = None
-    if folder is not None and (folder / "config.json").is_file():
-        hf_config = _read_json(folder / "config.json")
-    return _classify(path, state, hf_config)
+    source = _classify(path, state)
+    # only the Hugging Face layout has a config.json of its own: one beside an NVlabs file
+    # is someone else's and is not read
+    if source.fmt == "hf" and folder is not None and (folder / "config.json").is_file():
+        source.hf_config = _hf_config(folder / "config.json")
+    return source
 
 
-def _classify(path: Path, state: dict[str, torch.Tensor], hf_config: dict | None) -> Source:
+def _classify(path: Path, state: dict[str, torch.Tensor]) -> Source:
     dtypes = Counter(str(v.dtype).removeprefix("torch.") for v in state.values()
                      if v.is_floating_point())
     state = {re.sub(r"^module\.", "", k): v.float() if v.is_floating_point() else v
@@ -235,8 +347,8 @@ def _classify(path: Path, state: dict[str, torch.Tensor], hf_config: dict | None
             f"{path}: not a MiT/SegFormer checkpoint in a known layout (first keys: "
             f"{', '.join(sorted(state)[:4]) or 'none'}); expected Hugging Face "
             "'encoder.patch_embeddings.0.*' or NVlabs 'patch_embed1.*'")
-    return Source(path, fmt, state, hf_config if fmt == "hf" else None, dropped,
-                  dtypes.most_common(1)[0][0] if dtypes else "float32")
+    return Source(path, fmt, state, dropped=dropped,
+                  dtype=dtypes.most_common(1)[0][0] if dtypes else "float32")
 
 
 def _choose_arch(source: Source, arch_name: str | None) -> mit.MitArch:

@@ -117,18 +117,23 @@ def _key(name: str) -> str:
 
 def resolve(name: str, sources: Mapping[str, WeightSource] | None = None) -> WeightSource:
     """The entry ``name`` means: a catalog name (``mit-b2``), an alias (``mit_b2``,
-    ``open-mmlab://resnet50_v1c``), the release file name or its URL."""
+    ``open-mmlab://resnet50_v1c``), the release file name or its URL; any other http(s)
+    URL is an entry of its own (named by the URL)."""
     sources = catalog() if sources is None else sources
     by_key: dict[str, WeightSource] = {}
     for source in sources.values():
         by_key[_key(source.name)] = source
         by_key[source.file_name.lower()] = source
     wanted = name.strip()
-    if "://" in wanted and not wanted.lower().startswith(OPEN_MMLAB):  # a URL: its file name
+    url = "://" in wanted and not wanted.lower().startswith(OPEN_MMLAB)
+    if url:  # a URL: its file name
         wanted = urlsplit(wanted).path.rsplit("/", 1)[-1]
     for key in (wanted.lower(), _key(wanted)):
         if key in by_key:
             return by_key[key]
+    if url and urlsplit(name.strip()).scheme in ("http", "https") and wanted:
+        # any other URL: fetched as it is (a config's load_from, a checkpoint of a paper)
+        return WeightSource.from_url(name.strip(), name.strip())
     known = sorted(source.name for source in sources.values())
     name_of = {_key(n): n for n in known}
     # best match first

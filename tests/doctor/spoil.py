@@ -58,6 +58,13 @@ def empty_jpeg(root: Path, image_id: str) -> tuple[Path, str]:
     return _image(root, image_id), "unreadable"
 
 
+def looping_image(root: Path, image_id: str) -> tuple[Path, str]:
+    """The image a link to itself (listed in the split, so never listed from the folder)."""
+    _image(root, image_id).unlink()
+    _image(root, image_id).symlink_to(_image(root, image_id).name)
+    return _image(root, image_id), "unreadable"
+
+
 def missing_mask(root: Path, image_id: str) -> tuple[Path, str]:
     _mask(root, image_id).unlink()
     return _mask(root, image_id), "pairing"
@@ -65,7 +72,7 @@ def missing_mask(root: Path, image_id: str) -> tuple[Path, str]:
 
 SPOILERS: dict[str, Callable[[Path, str], tuple[Path, str]]] = {
     f.__name__: f for f in (label_out_of_range, half_size_mask, rgb_mask, truncated_jpeg,
-                            empty_jpeg, missing_mask)}
+                            empty_jpeg, looping_image, missing_mask)}
 
 
 def copy_dataset(root: Path, dest: Path) -> Path:

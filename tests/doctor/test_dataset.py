@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -299,13 +300,36 @@ def test_an_image_folder_is_listed_as_mmseg_lists_it(tmp_path) -> None:
             (folder / f"{name}{suffix}").parent.mkdir(parents=True, exist_ok=True)
             (folder / f"{name}{suffix}").write_bytes(b"")
     (images / "g.png").write_bytes(b"")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "h.jpg").write_bytes(b"")
+    (images / "linked").symlink_to(tmp_path / "elsewhere")  # a linked folder is followed
     for indices in (None, 3, -2, [0, 2]):
         spec = DatasetSpec("train[0] X", images, masks, None, ("bg",), False, indices=indices)
         mmseg = BaseSegDataset(data_prefix=dict(img_path=str(images), seg_map_path=str(masks)),
                                img_suffix=".jpg", seg_map_suffix=".png", indices=indices)
         assert spec.pairs() == [(Path(info["img_path"]), Path(info["seg_map_path"]))
                                 for info in (mmseg.get_data_info(i) for i in range(len(mmseg)))]
-    assert len(DatasetSpec("x", images, masks, None, ("bg",), False).pairs()) == 6
+    assert len(DatasetSpec("x", images, masks, None, ("bg",), False).pairs()) == 7
+
+
+def test_a_symlink_loop_in_an_image_folder_is_a_finding_naming_it(clean, tmp_path,
+                                                                  capsys) -> None:
+    """An image folder without a split list (ADE20K's) is listed by mmengine, which raised
+    on a link to itself, and on a link to a folder holding it once 40 links deep: a
+    traceback. Each is an error naming the link; the other images are still checked."""
+    root = copy_dataset(clean["ade20k"], tmp_path / "ADEChallengeData2016")
+    images = root / "images" / "training"
+    (images / "loop").symlink_to(images)
+    (images / "x.jpg").symlink_to("x.jpg")
+    assert main(["data", "doctor", str(root)]) == 1
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    assert (f"ERROR [symlink-loop] {images / 'loop'}: symbolic link to "
+            f"{os.path.realpath(images)}, a folder that holds it") in out
+    assert (f"ERROR [symlink-loop] {images / 'x.jpg'}: symbolic link that loops "
+            "(x.jpg -> x.jpg: ") in out
+    assert out.count("Fix: delete the link") == 2
+    assert "train[0] ADE20KDataset: 6 images" in out and "2 error(s), 0 warning(s)" in out
 
 
 def test_later_ranks_announce_only_the_decoding_they_do(clean, tmp_path, capsys) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 from seglab.engine.checkpoint import CheckpointError, load_checkpoint_file
+from seglab.errors import UserError
 
 
 @pytest.mark.slow
@@ -126,17 +128,68 @@ def test_crash_during_save_keeps_the_newest_checkpoint_loadable(voc_root, tmp_pa
     assert runner.epoch == 2
 
 
+TRAINING_STATE = {"state_dict": {"w": torch.ones(3)}, "meta": {"epoch": 1},
+                  "optimizer": {"state": {}, "param_groups": []}}
+
+
 def test_resume_skips_a_stale_or_truncated_newest_file(tmp_path) -> None:
     from seglab.engine.checkpoint import latest_loadable_checkpoint
 
     good = tmp_path / "epoch_1.pth"
-    torch.save({"state_dict": {"w": torch.ones(3)}, "meta": {"epoch": 1}}, good)
+    torch.save(TRAINING_STATE, good)
     bad = tmp_path / "epoch_2.pth"  # e.g. copied in by hand, cut short
     bad.write_bytes(good.read_bytes()[:100])
     (tmp_path / "last_checkpoint").write_text(str(bad))
     assert latest_loadable_checkpoint(str(tmp_path)) == str(good)
     (tmp_path / "last_checkpoint").write_text("")  # a pointer cut short
     assert latest_loadable_checkpoint(str(tmp_path)) == str(good)
+
+
+def test_resume_passes_over_a_newer_weights_only_best_file_and_says_so(tmp_path) -> None:
+    """mmengine's save_best writes weights without the optimizer: continuing from it would
+    start a fresh optimizer and schedule, and end on other weights than the run would."""
+    from seglab.engine.checkpoint import find_latest_checkpoint
+
+    epoch_1 = tmp_path / "epoch_1.pth"
+    torch.save(TRAINING_STATE, epoch_1)
+    best = tmp_path / "best_mIoU_epoch_2.pth"
+    torch.save({"state_dict": TRAINING_STATE["state_dict"], "meta": {"epoch": 2}}, best)
+    epoch_2 = tmp_path / "epoch_2.pth"
+    epoch_2.write_bytes(epoch_1.read_bytes()[:100])  # the crash cut it short
+    for age, path in enumerate((epoch_2, best, epoch_1)):
+        os.utime(path, (1e9 - age, 1e9 - age))  # newest first: epoch_2, best, epoch_1
+    (tmp_path / "last_checkpoint").write_text(str(epoch_2))
+    found = find_latest_checkpoint(str(tmp_path))
+    assert found.path == str(epoch_1)
+    assert [why.split(":")[0] for why in found.passed_over] == [str(epoch_2), str(best)]
+    assert "truncated or corrupt" in found.passed_over[0]
+    assert "weights only (no optimizer), cannot continue a run" in found.passed_over[1]
+    assert find_latest_checkpoint(str(tmp_path), training_state=False).path == str(best)
+
+
+@pytest.mark.parametrize("pointer", [bytes(range(256)) * 4, b"x" * 5000 + b"\n",
+                                     b"/ok/path\0garbage"], ids=["random", "long", "nul"])
+def test_a_garbage_last_checkpoint_falls_back_to_the_newest_file(tmp_path, pointer) -> None:
+    from seglab.engine.checkpoint import find_latest_checkpoint
+
+    torch.save(TRAINING_STATE, tmp_path / "epoch_1.pth")
+    (tmp_path / "last_checkpoint").write_bytes(pointer)
+    found = find_latest_checkpoint(str(tmp_path))
+    assert found.path == str(tmp_path / "epoch_1.pth")
+    assert found.passed_over == (f"{tmp_path / 'last_checkpoint'}: does not hold a checkpoint "
+                                 "path (a crash or another program wrote it)",)
+
+
+def test_resume_with_nothing_to_continue_names_what_it_passed_over(tmp_path) -> None:
+    from seglab.engine.runner import train
+    from tests.conftest import VOC_DEMO
+
+    torch.save({"state_dict": TRAINING_STATE["state_dict"], "meta": {"epoch": 2}},
+               tmp_path / "best_mIoU_epoch_2.pth")
+    with pytest.raises(UserError, match=r"no loadable checkpoint found .*; passed over "
+                       r".*best_mIoU_epoch_2.pth: weights only \(no optimizer\)"):
+        train(str(VOC_DEMO), work_dir=str(tmp_path), resume=True,
+              data_root=str(tmp_path / "absent"))
 
 
 def test_rng_state_survives_a_weights_only_checkpoint_and_validation(tmp_path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -353,3 +354,32 @@ def test_a_nan_on_one_rank_stops_every_rank_with_one_record(tmp_path) -> None:
     assert record["terms"] == ["loss"]
     assert record["img_paths"] == [f"img_r{r}_{i}.jpg" for r in range(2) for i in range(2)]
 
+
+
+def test_a_run_logs_where_its_start_up_went(voc_two_epochs) -> None:
+    """StartupTimeHook: one line at the first step, its phases in train()'s order, adding up to
+    the total; the same phases in the message hub."""
+    runner, work_dir = voc_two_epochs
+    log = next(Path(work_dir).glob("*/*.log")).read_text()
+    lines = re.findall(r"seglab: start-up ([\d.]+) s to the first step: (.*)", log)
+    assert len(lines) == 1, lines
+    total, parts = float(lines[0][0]), re.findall(r"([a-z ]+?) ([\d.]+) s", lines[0][1])
+    assert [name.strip() for name, _ in parts] == [
+        "imports", "config", "doctor", "data check", "runner", "first step"]
+    assert sum(float(s) for _, s in parts) == pytest.approx(total, abs=0.35)  # 0.1 s rounding
+    phases = json.loads(runner.message_hub.get_info("startup_seconds"))
+    assert list(phases) == [name.strip() for name, _ in parts] and phases["imports"] > 0
+
+
+def test_the_start_up_timeline_counts_from_the_process_start() -> None:
+    from seglab.engine.startup import StartupTimeline, process_age
+
+    first = process_age()
+    assert 0 < first < 24 * 3600  # this process's age, not the machine's uptime
+    timeline = StartupTimeline()
+    timeline.marks = [("imports", 2.0), ("config", 2.5), ("first step", 4.25)]
+    assert timeline.phases() == {"imports": 2.0, "config": 0.5, "first step": 1.75}
+    assert timeline.line() == ("start-up 4.2 s to the first step: imports 2.0 s, config 0.5 s, "
+                               "first step 1.8 s")
+    timeline.mark("later")
+    assert timeline.marks[-1][1] >= round(first, 3)

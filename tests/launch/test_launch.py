@@ -225,6 +225,41 @@ def test_kill_9_of_dist_train_leaves_no_rank_training_on(voc_root: Path, tmp_pat
 
 
 @pytest.mark.parametrize("command", ["train", "test"])
+def test_a_launched_rank_exits_after_its_exit_handlers_skipping_the_teardown(
+        command, tmp_path, monkeypatch) -> None:
+    """Two jobs training on one node: a rank aborted in C++ destructors while the interpreter
+    was torn down after training finished (-6), and torchrun reported the job failed."""
+    import atexit
+
+    import torch.distributed as dist
+
+    from seglab import cli
+    from seglab.engine import runner
+
+    calls: list[object] = []
+
+    def exit_now(code: int) -> None:
+        calls.append(("os._exit", code, dist.is_initialized()))
+        raise SystemExit(code)  # stands in for the end of the process
+
+    monkeypatch.setattr(cli, "_die_with_launcher", lambda: None)  # no PDEATHSIG on pytest
+    monkeypatch.setattr(runner, command, lambda *a, **k: calls.append(command))
+    monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: calls.append("atexit handlers"))
+    monkeypatch.setattr(os, "_exit", exit_now)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # what torchrun sets for its ranks
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        args = [command, str(VOC_DEMO), "--launcher", "pytorch"]
+        with pytest.raises(SystemExit):
+            cli.main(args + (["ckpt.pth"] if command == "test" else []))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert calls == [command, "atexit handlers", ("os._exit", 0, False)]
+
+
+@pytest.mark.parametrize("command", ["train", "test"])
 def test_the_process_group_is_ended_before_the_command_returns(command, tmp_path,
                                                                monkeypatch) -> None:
     """Left to interpreter exit, a gloo rank can abort in its destructors after training

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -202,3 +203,140 @@ def test_compare_two_work_dirs_with_curves_and_config_diff(voc_two_epochs,
     assert "`optim_wrapper.optimizer.lr`: `0.001` -> `0.0005`" in text
     page = out.read_text()
     assert page.count("<svg") >= 2 and "other_run" in page
+
+
+@pytest.mark.slow  # builds the model (untrained) and runs it
+def test_infer_skips_files_that_are_not_images_and_writes_the_others(tmp_path: Path,
+                                                                     capsys) -> None:
+    """An empty .jpg and a text file named .png stopped the whole run with mmcv's traceback;
+    a folder's non-image file (notes.txt) is left alone. Untrained weights: the model only
+    has to run."""
+    import torch
+
+    from seglab.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, colour in (("a.jpg", "red"), ("b.png", "blue"), ("c.png", "green")):
+        Image.new("RGB", (40, 30), colour).save(folder / name)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "fake.png").write_text("not an image\n")
+    (folder / "notes.txt").write_text("shot on 2024-05-01\n")
+    checkpoint = tmp_path / "untrained.pth"
+    torch.save({"meta": {}, "state_dict": {}}, checkpoint)  # the missing keys: a warning
+    out = tmp_path / "out"
+    code = main(["infer", str(VOC_DEMO), str(checkpoint), str(folder), "--out", str(out),
+                 "--batch-size", "2"])
+    stdout, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"{stem}{end}" for stem in "abc" for end in (".png", "_overlay.jpg")]
+    assert np.asarray(Image.open(out / "a.png")).shape == (30, 40)
+    assert "seglab infer: 3 image(s) -> " in stdout
+    skipped = [line for line in err.splitlines() if line.startswith("seglab infer: skipped")]
+    assert skipped == [
+        f"seglab infer: skipped {folder / 'empty.jpg'}: not a readable image (empty file, "
+        "0 bytes)",
+        f"seglab infer: skipped {folder / 'fake.png'}: not a readable image (OpenCV decodes "
+        "no image from its 13 bytes)"]
+    assert "notes.txt" not in err
+    assert err.rstrip().splitlines()[-1] == (
+        f"seglab: error: 2 of 5 image file(s) skipped, not readable images (listed above); "
+        f"the other 3 were written to {out}. Fix: replace or delete the skipped files; to add "
+        "their outputs later, run infer on just them with the same --out.")
+
+
+def recorded_run(work_dir: Path, classes: list[str]) -> Path:
+    """A work dir holding one validation record, written by the writer ClassMetricsHook uses
+    (no training): per-class IoU 10, 20, ... and a confusion matrix."""
+    from seglab.evaluation.record import write_record
+
+    n = len(classes)
+    write_record({"classes": classes, "summary": {"mIoU": 5.0 * (n + 1)},
+                  "per_class": {"IoU": [10.0 * (i + 1) for i in range(n)], "Acc": [50.0] * n},
+                  "support": [9] * n,
+                  "confusion": [[6 if i == j else 1 for j in range(n)] for i in range(n)]},
+                 work_dir / "class_metrics" / "val_epoch_1")
+    return work_dir
+
+
+# data, not TeX: unbalanced, invalid and valid mathtext, and HTML's own characters
+TEX_LIKE_NAMES = ["$\\foo$", "cost_$a_b_c$", "$x^2$", "a$b", "<b>&co"]
+
+
+def _svg_text(name: str) -> str:
+    """``name`` as matplotlib's SVG writer puts text (svg.fonttype none): XML-escaped."""
+    return name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@pytest.mark.parametrize("chart", ["bar", "line"])
+def test_charts_draw_names_as_typed_not_as_tex(chart: str) -> None:
+    from seglab.results import render
+
+    if chart == "bar":
+        svg = render.bar_chart(TEX_LIKE_NAMES, [10.0] * len(TEX_LIKE_NAMES), "IoU")
+    else:  # one line per run: the run names are the legend
+        svg = render.line_chart({n: [(1, 1.0), (2, 0.5)] for n in TEX_LIKE_NAMES}, "loss",
+                                "step")
+    for name in TEX_LIKE_NAMES:
+        assert f">{_svg_text(name)}<" in svg, name
+
+
+def test_report_of_classes_named_like_tex_is_written_with_the_names_as_typed(
+        tmp_path: Path, capsys) -> None:
+    from seglab.cli import main
+
+    run = recorded_run(tmp_path / "run", TEX_LIKE_NAMES)
+    assert main(["report", str(run)]) == 0, capsys.readouterr().err
+    page = (run / "report.html").read_text()
+    chart = page[page.index("<svg"):]
+    for name in TEX_LIKE_NAMES:
+        assert f"<td>{html.escape(name)}</td>" in page, name  # the tables: escaped for HTML
+        assert f">{_svg_text(name)}<" in chart, name  # the bar chart: drawn literally
+    assert "<b>&co" not in page
+    assert f"| {TEX_LIKE_NAMES[0]} |" in (run / "report.md").read_text()
+
+
+NOT_RECORDS = {
+    "data-doctor-report": (json.dumps({"datasets": [], "errors": 0, "warnings": 1,
+                                       "classes_absent_from_val": []}),
+                           r"no 'classes' or 'per_class' key \(its keys: 'datasets', 'errors', "
+                           r"'warnings', 'classes_absent_from_val'\)"),
+    "list": ("[1, 2]", r"it holds a list, where a record is a JSON object with 'classes' and "
+                       r"'per_class'"),
+    "number": ("42", r"it holds a number"),
+    "truncated": ('{"classes": ["road", "sky"], "summary": {"mIoU": 5',
+                  r"not valid JSON \(Expecting ',' delimiter at line 1 column \d+\), as a record "
+                  r"cut short by a run stopped mid-write is\. Fix: delete it"),
+    "per-class-too-short": (json.dumps({"classes": ["road", "sky"], "per_class": {"IoU": [1]}}),
+                            r"'per_class' 'IoU' is not a list of 2 numbers"),
+}
+
+
+@pytest.mark.parametrize("kind", NOT_RECORDS)
+def test_compare_names_a_json_file_that_is_not_a_record(tmp_path: Path, capsys,
+                                                        kind: str) -> None:
+    from seglab.cli import main
+
+    text, reason = NOT_RECORDS[kind]
+    other = tmp_path / "report.json"
+    other.write_text(text)
+    baseline = recorded_run(tmp_path / "baseline", ["road", "sky"])
+    assert main(["compare", str(baseline), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"seglab: error: {other}: not a seglab record: "), err
+    assert re.search(reason, err) and "Fix: " in err and "Traceback" not in err, err
+    assert err.count("\n") == 1
+
+
+def test_compare_names_a_work_dirs_record_cut_short(tmp_path: Path, capsys) -> None:
+    from seglab.cli import main
+
+    baseline = recorded_run(tmp_path / "baseline", ["road", "sky"])
+    crashed = recorded_run(tmp_path / "crashed", ["road", "sky"])
+    newest = crashed / "class_metrics" / "val_epoch_2.json"
+    newest.write_text((crashed / "class_metrics" / "val_epoch_1.json").read_text()[:40])
+    assert main(["compare", str(baseline), str(crashed)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"seglab: error: {newest}: not a seglab record: not valid JSON"), err
+    assert "its work dir then uses the previous record" in err

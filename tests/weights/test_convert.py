@@ -5,6 +5,8 @@ computes. Nothing is downloaded: the sources are built here and saved as their t
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from transformers import (
     SegformerModel,
 )
 
+from seglab.cli import main
 from seglab.errors import UserError
 from seglab.weights import mit
 from seglab.weights.convert import ConversionError, convert, convert_hint
@@ -27,12 +30,14 @@ SEED_ADE = REPO_ROOT / "configs" / "segformer" / "segformer_mit-b2_ade20k_v1.0.p
 
 
 def hf_source(folder: Path, arch: mit.MitArch, cls=SegformerForImageClassification,
-              weights: str = "safetensors", seed: int = 0) -> Path:
-    """What ``save_pretrained`` writes for a randomly initialised MiT of ``arch``."""
+              weights: str = "safetensors", seed: int = 0, shard_size: str | None = None,
+              ) -> Path:
+    """What ``save_pretrained`` writes for a randomly initialised MiT of ``arch``
+    (``shard_size``: in shards of at most that size, with their index)."""
     torch.manual_seed(seed)
     config = SegformerConfig(hidden_sizes=list(arch.widths), depths=list(arch.depths),
                              num_labels=10)
-    cls(config).save_pretrained(folder)
+    cls(config).save_pretrained(folder, **({"max_shard_size": shard_size} if shard_size else {}))
     if weights == "bin":  # what transformers < 4.35 wrote: same names, pickled
         torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
         (folder / "model.safetensors").unlink()
@@ -250,6 +255,84 @@ def test_a_truncated_download_is_refused(tmp_path) -> None:
     with pytest.raises(UserError, match=r"not a readable PyTorch checkpoint \(truncated or "
                                         r"corrupt\?\)(.|\n)*re-download"):
         convert(str(source), to=tmp_path / "out.pth")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda config: [config],
+     r"config\.json: the file is a list, not a JSON object of model settings"),
+    (lambda config: {**config, "hidden_sizes": "64"},
+     r"config\.json: key 'hidden_sizes' is a string \(\"64\"\), expected a list of 4 whole "
+     r"numbers"),
+    (lambda config: {**config, "num_encoder_blocks": None},
+     r"config\.json: key 'num_encoder_blocks' is null, expected a whole number"),
+    (lambda config: {**config, "depths": [2, 2]},
+     r"config\.json: key 'depths' is a list \(\[2, 2\]\), expected a list of 4"),
+    (lambda config: {**config, "architectures": [1]},
+     r"config\.json: key 'architectures' is a list \(\[1\]\), expected a list of class names"),
+], ids=["list", "string-widths", "null-stages", "short-depths", "number-architecture"])
+def test_a_malformed_config_json_is_named_with_its_key(tmp_path, edit, message) -> None:
+    source = hf_source(tmp_path / "src", mit.ARCHS["mit-b0"])
+    config = source / "config.json"
+    config.write_text(json.dumps(edit(json.loads(config.read_text()))))
+    with pytest.raises(ConversionError, match=message + r".*Fix: restore the file"):
+        convert(str(source), to=tmp_path / "out.pth")
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_a_config_json_with_some_settings_only_converts(tmp_path) -> None:
+    """What config.json leaves out transformers takes from its defaults: nothing to refuse."""
+    arch = mit.ARCHS["mit-b1"]
+    source = hf_source(tmp_path / "src", arch)
+    (source / "config.json").write_text(json.dumps({"model_type": "segformer",
+                                                    "hidden_sizes": list(arch.widths)}))
+    said: list[str] = []
+    _assert_converted(convert(str(source), to=tmp_path / "out.pth", echo=said.append), source,
+                      arch, said)
+
+
+def test_a_config_json_beside_an_nvlabs_file_is_not_read(tmp_path) -> None:
+    """Only the Hugging Face layout has a config.json of its own: whatever lies beside an
+    NVlabs release (here not even an object) is not its settings and stops nothing."""
+    source = hf_source(tmp_path / "hf", mit.ARCHS["mit-b0"])
+    (tmp_path / "config.json").write_text("[]")
+    nvlabs = tmp_path / "mit_b0.pth"
+    torch.save(as_nvlabs(source), nvlabs)
+    assert convert(str(nvlabs), to=tmp_path / "out.pth", check=False,
+                   echo=lambda line: None).is_file()
+
+
+def test_a_sharded_folder_converts(tmp_path) -> None:
+    arch = mit.ARCHS["mit-b0"]
+    source = hf_source(tmp_path / "src", arch, shard_size="4MB")
+    assert len(list(source.glob("model-*.safetensors"))) > 1  # really sharded
+    said: list[str] = []
+    out = convert(str(source), to=tmp_path / "out.pth", echo=said.append)
+    _assert_converted(out, source, arch, said)
+
+
+@pytest.mark.parametrize(("weights", "index", "message"), [
+    ("safetensors", {"metadata": {}, "weight_map": ["model-00001-of-00002.safetensors"]},
+     r"key 'weight_map' is a list \(\[\"model-00001-of-00002\.safetensors\"\]\); it must "
+     r"be an object mapping each tensor name to its shard file"),
+    ("safetensors", {"metadata": {"total_size": 1}}, r"key 'weight_map' is missing"),
+    ("bin", {"weight_map": {"encoder.layer_norm.0.weight": 3}},
+     r"key 'weight_map' maps tensor 'encoder\.layer_norm\.0\.weight' to a number \(3\), not "
+     r"a shard file name"),
+    ("bin", [], r"the index is a list, not a JSON object with a 'weight_map'"),
+    ("bin", {"weight_map": {"encoder.layer_norm.0.weight": "pytorch_model-00002.bin"}},
+     r"key 'weight_map' names the shard 'pytorch_model-00002\.bin', which is not in"),
+], ids=["list", "missing", "not-a-file-name", "not-an-object", "missing-shard"])
+def test_a_malformed_shard_index_is_one_message_naming_its_key(tmp_path, capsys, weights, index,
+                                                               message) -> None:
+    source = hf_source(tmp_path / "src", mit.ARCHS["mit-b0"], weights=weights)
+    name = {"safetensors": "model.safetensors.index.json",
+            "bin": "pytorch_model.bin.index.json"}[weights]
+    (source / name).write_text(json.dumps(index))
+    assert main(["weights", "convert", str(source), "--to", str(tmp_path / "out.pth")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"seglab: error: {source / name}: "), err
+    assert re.search(message + r".*Fix: ", err) and "Traceback" not in err, err
+    assert not (tmp_path / "out.pth").exists()
 
 
 def test_an_existing_output_is_never_overwritten(tmp_path) -> None:

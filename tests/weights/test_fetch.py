@@ -9,15 +9,12 @@ import hashlib
 import random
 import re
 import socket
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from seglab.errors import UserError
+from seglab.testing.http_server import Server
 from seglab.weights.fetch import (
     MIRROR_ENV,
     WeightSource,
@@ -30,70 +27,6 @@ from seglab.weights.fetch import (
 
 SIZE = 200 * 1024
 MIT_PATH = "/mmsegmentation/v0.5/pretrain/segformer/mit_b0_20220624-{}.pth"
-
-
-@dataclass
-class Server:
-    """What the handler serves and how it misbehaves; what it was asked."""
-
-    files: dict[str, bytes] = field(default_factory=dict)
-    cut_after: int | None = None  # send this many body bytes, then close the connection
-    ignore_range: bool = False  # answer 200 with the whole file to a Range request
-    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
-    base: str = ""
-
-
-def make_handler(state: Server) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            wanted = self.headers.get("Range")
-            state.requests.append((self.path, wanted))
-            body = state.files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            start = 0
-            found = re.fullmatch(r"bytes=(\d+)-", wanted or "")
-            if found and not state.ignore_range:
-                start = int(found.group(1))
-                if start >= len(body):
-                    self.send_response(416)
-                    self.send_header("Content-Range", f"bytes */{len(body)}")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            else:
-                self.send_response(200)
-            part = body[start:]
-            self.send_header("Content-Length", str(len(part)))
-            self.end_headers()
-            if state.cut_after is not None:
-                part = part[:state.cut_after]  # then the server closes the socket
-            self.wfile.write(part)
-            self.wfile.flush()
-
-        def log_message(self, *args: object) -> None:  # quiet test output
-            pass
-
-    return Handler
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    state = Server()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(state))
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def weights_file(seed: int = 0) -> tuple[bytes, str]:
