@@ -114,6 +114,11 @@ def _os_error_message(err: OSError) -> str | None:
                 + (f" ({gib(free)} free)" if free is not None else "") + ". Fix: free space "
                 "there, pass --work-dir on a bigger disk, or keep fewer checkpoints "
                 "(--cfg-options default_hooks.checkpoint.max_keep_ckpts=N).")
+    if err.errno == errno.ELOOP:
+        return (f"{path or text}: too many levels of symbolic links (a link that points to "
+                "itself or to a folder above it). Fix: delete that link, or point it at the "
+                "real file or a folder outside the one being read (ls -l shows where it "
+                "points).")
     if err.errno == errno.EROFS:
         return (f"{path or 'the target'}: read-only file system. Fix: pass --work-dir "
                 "(or --out) a folder on a writable disk.")

@@ -61,6 +61,8 @@ def test_an_unknown_type_names_the_cfg_option_that_set_it() -> None:
      "/srv/work: permission denied. Fix: pass --work-dir"),
     (OSError(errno.ENOSPC, "No space left on device", "/tmp/x.pth"),
      "no space left on device writing /tmp/x.pth"),
+    (OSError(errno.ELOOP, "Too many levels of symbolic links", "data/img/loop"),
+     "data/img/loop: too many levels of symbolic links (a link that points to itself"),
     (UserError("config file 'x.py' not found"), "config file 'x.py' not found"),
 ])
 def test_user_caused_framework_errors_get_a_message_with_the_fix(err, expected) -> None:

@@ -251,24 +251,28 @@ def stage(archive: Path, select: Callable[[str], str | None], staging: Path,
     return extracted, skipped
 
 
-def check_masks(folder: Path, allowed: set[int], allowed_text: str, what: str) -> None:
-    """Index masks only, with labels the dataset defines; name the first offender."""
+def check_masks(folder: Path, allowed: set[int], allowed_text: str, what: str,
+                archive: Path | None = None) -> None:
+    """Index masks only, with labels the dataset defines; name the first offender (as the
+    member of ``archive`` it came from, when given: the staged copy is removed)."""
     for mask_path in sorted(folder.rglob("*.png")):
+        where = (f"{archive}: member {mask_path.relative_to(folder.parent)}" if archive
+                 else str(mask_path))
         try:
             with Image.open(mask_path) as mask:
                 if mask.mode not in ("P", "L"):
                     raise UserError(
-                        f"{mask_path}: mask mode {mask.mode} (colour); {what} masks must hold "
+                        f"{where}: mask mode {mask.mode} (colour); {what} masks must hold "
                         "class indices (mode P or L). Fix: map each colour to its class index "
                         "(e.g. with the dataset's palette) and save a single-channel PNG.")
                 values = set(np.unique(np.asarray(mask)).tolist())
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             # truncated, not a PNG, or more pixels than PIL decodes (a decompression bomb)
-            raise UserError(f"{mask_path}: not a readable {what} mask ({err}); the archive is "
+            raise UserError(f"{where}: not a readable {what} mask ({err}); the archive is "
                             "damaged or was altered. Fix: download it again.") from err
         if bad := sorted(values - allowed):
             raise UserError(
-                f"{mask_path}: label value(s) {bad} not valid for {what} (allowed: "
+                f"{where}: label value(s) {bad} not valid for {what} (allowed: "
                 f"{allowed_text}). Fix: remap them to a class index or to the ignore value.")
 
 
@@ -369,26 +373,28 @@ def prepare_voc(archive: Path, data_dir: Path, checksum: str | None = None,
         lambda staging: (
             check_complete(archive, staging, final, VOC_LISTS,
                            ("JPEGImages/{}.jpg", "SegmentationClass/{}.png")),
-            check_masks(staging / "SegmentationClass", VOC_LABELS, VOC_LABELS_TEXT, "VOC")))
+            check_masks(staging / "SegmentationClass", VOC_LABELS, VOC_LABELS_TEXT, "VOC",
+                        archive)))
     sets = final / "ImageSets" / "Segmentation"
     counts = {s: len((sets / f"{s}.txt").read_text().split()) for s in ("train", "val")}
     _assert_counts("voc", counts, published)
     return PrepareReport(final, extracted, skipped, counts)
 
 
-def _convert_mat(paths: tuple[Path, Path]) -> None:
-    """SBD ``GTcls.Segmentation`` (MATLAB v5) -> single-channel PNG, as mmseg's voc_aug.py."""
+def _convert_mat(paths: tuple[Path, Path, Path]) -> None:
+    """SBD ``GTcls.Segmentation`` (MATLAB v5) -> single-channel PNG, as mmseg's voc_aug.py
+    (``paths``: the archive it came from, the staged ``.mat``, the PNG to write)."""
     from scipy.io import loadmat
 
-    mat_path, png_path = paths
+    archive, mat_path, png_path = paths
     if png_path.exists():
         return
     try:
         mask = loadmat(mat_path)["GTcls"][0]["Segmentation"][0].astype(np.uint8)
     except Exception as err:  # noqa: BLE001 (scipy raises many types for a damaged file)
-        raise UserError(f"{mat_path.name}: not a readable SBD mask file (MATLAB GTcls."
-                        f"Segmentation): {type(err).__name__}: {err}. The archive is damaged "
-                        "or was altered. Fix: download it again.") from None
+        raise UserError(f"{archive}: member cls/{mat_path.name}: not a readable SBD mask file "
+                        f"(MATLAB GTcls.Segmentation): {type(err).__name__}: {err}. The archive "
+                        "is damaged or was altered. Fix: download it again.") from None
     png_path.parent.mkdir(parents=True, exist_ok=True)
     partial = png_path.with_name(png_path.name + ".partial")
     Image.fromarray(mask).save(partial, format="PNG")
@@ -422,7 +428,7 @@ def prepare_sbd(archive: Path, data_dir: Path, checksum: str | None = None,
         extracted, skipped = stage(archive, select, raw)
         check_complete(archive, raw, raw, ("train.txt", "val.txt"), ("cls/{}.mat",))
         mats = sorted((raw / "cls").glob("*.mat"))
-        tasks = [(m, out / "SegmentationClassAug" / f"{m.stem}.png") for m in mats
+        tasks = [(archive, m, out / "SegmentationClassAug" / f"{m.stem}.png") for m in mats
                  if not (voc / "SegmentationClassAug" / f"{m.stem}.png").exists()]
         _convert_all(tasks, nproc)
         check_masks(out / "SegmentationClassAug", VOC_LABELS, VOC_LABELS_TEXT, "SBD")
@@ -445,7 +451,7 @@ def prepare_sbd(archive: Path, data_dir: Path, checksum: str | None = None,
     return PrepareReport(voc, extracted, skipped, {**counts, "aug": len(aug)})
 
 
-def _convert_all(tasks: list[tuple[Path, Path]], nproc: int) -> None:
+def _convert_all(tasks: list[tuple[Path, Path, Path]], nproc: int) -> None:
     if not tasks:
         return
     from mmengine.utils import track_parallel_progress, track_progress
@@ -491,7 +497,7 @@ def prepare_ade20k(archive: Path, data_dir: Path, checksum: str | None = None,
         lambda staging: (
             check_pairs(archive, staging, "images", "annotations"),
             check_masks(staging / "annotations", ADE_LABELS, "0 = other, 1..150 = classes",
-                        "ADE20K")))
+                        "ADE20K", archive)))
     counts = {split: len(list((final / "images" / split).glob("*.jpg")))
               for split in ("training", "validation")}
     _assert_counts("ade20k", counts, published)
