@@ -161,7 +161,7 @@ def _end_run(args: argparse.Namespace, code: int) -> int:
     from seglab.launch.distributed import end_process_group, exit_launched_rank, is_launched_rank
 
     end_process_group()
-    if is_launched_rank(args.launcher):
+    if args.whole_process and is_launched_rank(args.launcher):
         exit_launched_rank(code)
     return code
 
@@ -669,10 +669,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, whole_process: bool | None = None) -> int:
+    """The ``seglab`` command. ``whole_process``: the command is this process (the ``seglab``
+    entry point, ``tools/*.py``), not one call of a notebook or test; defaults to whether
+    ``argv`` is None."""
     # mmengine 0.10.7 imports pkg_resources (pinned setuptools keeps it); not the user's concern
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-    whole_process = argv is None  # the `seglab` command, not a caller of main(argv)
+    whole_process = argv is None if whole_process is None else whole_process
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv, args.whole_process = argv, whole_process

@@ -5,4 +5,4 @@ import sys
 from seglab.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["test", *sys.argv[1:]]))
+    sys.exit(main(["test", *sys.argv[1:]], whole_process=True))

@@ -150,9 +150,11 @@ def _use_atomic_local_backend() -> None:
         del fileio_io.backend_instances[key]
 
 
-# What mmengine's Runner.save_checkpoint writes for a run it can continue; save_best's
-# ``best_*.pth`` (save_optimizer=False) and weights-only files lack the optimizer.
-TRAINING_STATE_KEYS = ("state_dict", "optimizer", "meta")
+# What mmengine's Runner.resume reads (message_hub and meta unconditionally); a run that
+# saves its optimizer (CheckpointHook's default) needs it back, or the optimizer and the
+# schedule restart. save_best's ``best_*.pth`` never holds it (saved with
+# save_optimizer=False), so it is no resume point either way.
+RESUME_KEYS = ("state_dict", "meta", "message_hub")
 MAX_POINTER_BYTES = 4096  # a path; anything longer is not what CheckpointHook wrote
 
 
@@ -164,14 +166,24 @@ class FoundCheckpoint:
     passed_over: tuple[str, ...] = ()
 
 
-def find_latest_checkpoint(work_dir: str, training_state: bool = True) -> FoundCheckpoint:
+def saves_optimizer(cfg: Any) -> bool:
+    """Whether the run's CheckpointHook saves the optimizer (mmengine's default)."""
+    hook = (cfg.get("default_hooks") or {}).get("checkpoint") or {}
+    return hook.get("save_optimizer", True) is not False
+
+
+def find_latest_checkpoint(work_dir: str, optimizer: bool = True,
+                           training_state: bool = True) -> FoundCheckpoint:
     """The newest complete checkpoint: ``last_checkpoint``'s target when it loads, else the
     newest ``*.pth`` that does (a pointer can be stale, cut short or garbage after a crash).
 
     Args:
         work_dir (str): the run's work dir.
-        training_state (bool): accept only files that hold what ``--resume`` needs (the
-            optimizer and the run's meta, not just weights). Defaults to True.
+        optimizer (bool): the run saves its optimizer, so a resume point must hold it.
+            Defaults to True.
+        training_state (bool): accept only files ``--resume`` can continue from (what
+            ``Runner.resume`` reads, not a ``best_*.pth``); False: any loadable file.
+            Defaults to True.
     """
     passed_over: list[str] = []
     named = _pointer_target(Path(work_dir) / "last_checkpoint", passed_over)
@@ -185,11 +197,12 @@ def find_latest_checkpoint(work_dir: str, training_state: bool = True) -> FoundC
         except (CheckpointError, OSError) as err:
             passed_over.append(f"{candidate}: {str(err).splitlines()[0]}")
             continue
-        missing = [k for k in TRAINING_STATE_KEYS
-                   if not isinstance(loaded, dict) or k not in loaded]
-        if training_state and missing:
+        wanted = RESUME_KEYS + (("optimizer",) if optimizer else ())
+        missing = [k for k in wanted if not isinstance(loaded, dict) or k not in loaded]
+        if training_state and (missing or Path(candidate).name.startswith("best_")):
             passed_over.append(f"{candidate}: weights only (no {', '.join(missing)}), cannot "
-                               "continue a run")
+                               "continue a run" if missing else f"{candidate}: save_best's "
+                               "copy of the best weights, not a point to continue from")
             continue
         return FoundCheckpoint(candidate, tuple(passed_over))
     return FoundCheckpoint(None, tuple(passed_over))
@@ -223,7 +236,7 @@ def _pointer_target(pointer: Path, passed_over: list[str]) -> str:
 
 def latest_loadable_checkpoint(work_dir: str, training_state: bool = True) -> str | None:
     """``find_latest_checkpoint(...).path``: the newest checkpoint, None if there is none."""
-    return find_latest_checkpoint(work_dir, training_state).path
+    return find_latest_checkpoint(work_dir, training_state=training_state).path
 
 
 def best_checkpoints(work_dir: str | Path) -> list[Path]:

@@ -25,11 +25,15 @@ from seglab.config.adapt import (
 from seglab.config.loading import ConfigError, default_work_dir, load_config
 from seglab.data.bad_samples import use_sample_checks
 from seglab.engine import startup
-from seglab.engine.checkpoint import FoundCheckpoint, find_latest_checkpoint
+from seglab.engine.checkpoint import (
+    FoundCheckpoint,
+    find_latest_checkpoint,
+    saves_optimizer,
+)
 from seglab.engine.disk_space import check_checkpoint_space, check_work_dir_writable
 from seglab.engine.fast_resume import use_fast_resume
 from seglab.engine.hooks.preemption_hook import RunPreempted, release_stop_signals
-from seglab.engine.work_dir_lock import lock_work_dir
+from seglab.engine.work_dir_lock import LOCK_WAIT_REQUEUED_S, LOCK_WAIT_S, lock_work_dir
 from seglab.launch.device import check_cuda_usable
 from seglab.launch.distributed import die_with_launcher, init_cpu_process_group
 from seglab.launch.env import launch_rank, launch_world_size
@@ -134,8 +138,9 @@ def train(
     # before the resume report: it compares with the saved config, which has the swap
     fit_notes += use_fast_resume(cfg)
     existing = _existing_checkpoints(cfg.work_dir)
-    found = (find_latest_checkpoint(cfg.work_dir) if resume is True or resume == "auto"
-             else FoundCheckpoint(None))
+    requeued = resume == "auto"
+    found = (find_latest_checkpoint(cfg.work_dir, saves_optimizer(cfg))
+             if resume is True or requeued else FoundCheckpoint(None))
     if resume == "auto":  # a (re)started cluster job: continue if there is a run, else start
         resume = found.path or False
     if isinstance(resume, str):
@@ -160,8 +165,10 @@ def train(
     if existing and not overwrite and not resume:
         raise ConfigError(
             f"work dir {cfg.work_dir!r} already holds checkpoints ({', '.join(existing[:3])}"
-            f"{', ...' if len(existing) > 3 else ''}); a new run would overwrite them. Fix: add "
-            "--resume to continue that run, --work-dir NEW_DIR for a new one, or --overwrite."
+            f"{', ...' if len(existing) > 3 else ''}); a new run would overwrite them"
+            + "".join(f"; --resume passed over {why}" for why in found.passed_over)
+            + ". Fix: add --resume to continue that run, --work-dir NEW_DIR for a new one, or "
+            "--overwrite."
         )
     resume_from = cfg.load_from if resume else None
     if found.passed_over:  # say which file the run continues from, and why not a newer one
@@ -181,7 +188,10 @@ def train(
     check_work_dir_writable(cfg.work_dir)
     # before anything is built: a second run into this work dir is refused (its data check
     # was the first run's, read from the cache)
-    lock = lock_work_dir(cfg.work_dir) if launch_rank() == 0 else None
+    # (a requeued job waits longer: the dead node's lock on a shared disk can outlive it by
+    # an NFS lease; other ranks stop with rank 0, which torchrun and seglab's srun ensure)
+    lock = (lock_work_dir(cfg.work_dir, wait_s=LOCK_WAIT_REQUEUED_S if requeued else
+                          LOCK_WAIT_S) if launch_rank(launcher) == 0 else None)
     try:
         notes = (fit_notes + _prepare(cfg, launcher)
                  + _use_class_metrics(cfg) + use_sample_checks(cfg, on_bad_sample, max_bad_samples)

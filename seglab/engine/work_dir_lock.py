@@ -23,6 +23,11 @@ from pathlib import Path
 from seglab.errors import UserError
 
 LOCK_NAME = ".seglab-train.lock"
+# A run killed a moment ago holds its lock until the kernel has closed its files (seconds for
+# a process with large GPU or pinned mappings); a requeued job's previous node may hold it on
+# a shared disk until the server's lease ends (NFSv4: about 90 s).
+LOCK_WAIT_S = 5.0
+LOCK_WAIT_REQUEUED_S = 180.0
 # Descriptors of the locks this process holds. A forked child (a DataLoader worker) gets a
 # copy of each, and the flock lasts until every copy is closed: a worker that outlives a
 # ``kill -9`` of its run by a few seconds would refuse the ``--resume`` that follows.
@@ -61,11 +66,13 @@ class WorkDirLock:
             self._fd = None
 
 
-def lock_work_dir(work_dir: str | os.PathLike[str]) -> WorkDirLock:
+def lock_work_dir(work_dir: str | os.PathLike[str], wait_s: float = 0.0) -> WorkDirLock:
     """Take ``work_dir``'s lock (creating the folder) or raise ``WorkDirBusy`` naming its holder.
 
     Args:
         work_dir (str | PathLike): the run's work dir.
+        wait_s (float): how long to keep trying while another process holds it (saying so
+            once). Defaults to 0.
     """
     try:
         import fcntl
@@ -74,8 +81,20 @@ def lock_work_dir(work_dir: str | os.PathLike[str]) -> WorkDirLock:
     path = Path(work_dir) / LOCK_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    deadline, said = time.monotonic() + wait_s, False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise
+                if not said and wait_s >= 30:  # a wait of seconds is not worth a line
+                    print(f"seglab: work dir {str(work_dir)!r} is held by {_holder(fd)}; "
+                          f"waiting up to {wait_s:.0f} s for it", file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(0.25)
     except BlockingIOError:
         holder = _holder(fd)
         os.close(fd)

@@ -22,8 +22,16 @@ def launch_world_size(launcher: str) -> int:
     return int(os.environ.get(variable, "1")) if variable else 1
 
 
-def launch_rank() -> int:
-    """This process's global rank as any launcher announces it; 0 outside a job."""
+RANK_VARIABLE = {"pytorch": "RANK", "slurm": "SLURM_PROCID", "mpi": "OMPI_COMM_WORLD_RANK"}
+
+
+def launch_rank(launcher: str | None = None) -> int:
+    """This process's global rank as ``launcher`` announces it (``"none"``: 0, a run of its
+    own even inside ``srun -n N``); without ``launcher``, as any launcher does; 0 outside a job.
+    """
+    if launcher is not None:
+        variable = RANK_VARIABLE.get(launcher)
+        return int(os.environ.get(variable) or 0) if variable else 0
     for variable in RANK_VARIABLES:
         value = os.environ.get(variable)
         if value:

@@ -47,6 +47,7 @@ _MIT_CHECKPOINT = re.compile(
     re.MULTILINE)
 RESNET_NAMES = ("resnet50_v1c", "resnet101_v1c")  # keys of mmengine's hub/openmmlab.json
 OPEN_MMLAB = "open-mmlab://"
+OPENMMLAB_HOST = "download.openmmlab.com"  # what a mirror (--mirror) holds a copy of
 # A file name that is a release file of an entry, perhaps without date or hash
 # (``mit_b2.pth``, ``resnet50_v1c-2cccc1ad.pth``), but not a derived one
 # (``mit_b2_converted_from_hf.pth`` is ``seglab weights convert``'s)
@@ -132,8 +133,9 @@ def resolve(name: str, sources: Mapping[str, WeightSource] | None = None) -> Wei
         if key in by_key:
             return by_key[key]
     if url and urlsplit(name.strip()).scheme in ("http", "https") and wanted:
-        # any other URL: fetched as it is (a config's load_from, a checkpoint of a paper)
-        return WeightSource.from_url(name.strip(), name.strip())
+        # any other URL (a config's load_from, a paper's checkpoint): fetched as it is, with
+        # no hash check, as mmengine did: "-12." in "epoch-12.pth" is no hash
+        return WeightSource(name.strip(), name.strip(), wanted, None)
     known = sorted(source.name for source in sources.values())
     name_of = {_key(n): n for n in known}
     # best match first

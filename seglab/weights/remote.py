@@ -21,12 +21,14 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mmengine.runner import checkpoint as mm_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from seglab.engine.checkpoint import load_checkpoint_bytes, load_checkpoint_file
 from seglab.errors import UserError
+from seglab.weights.fetch import WeightSource
 
 Loader = Callable[[str, Any], Any]
 
@@ -38,11 +40,32 @@ def cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+def download(url: str) -> Path:
+    """``url`` in ``cache_dir()``: global rank 0 downloads (and checks) it while the other
+    ranks wait at a barrier, as mmengine's http loader does; they then read the cached file
+    (on a node whose cache the first did not fill, they download it there themselves, one
+    at a time under the folder lock of a local disk). The file lock alone would not do: on
+    NFS a folder cannot be locked and every rank would write the same ``.partial``."""
+    from mmengine.dist import barrier, get_dist_info
+
+    from seglab.weights.fetch import OPENMMLAB_HOST, fetch
+
+    # a cluster's mirror (SEGLAB_WEIGHTS_MIRROR) holds OpenMMLab's files, not torchvision's
+    mirror = None if urlsplit(url).hostname == OPENMMLAB_HOST else ""
+    rank, world_size = get_dist_info()
+    path = fetch(url, cache_dir(), mirror=mirror) if rank == 0 else None
+    if world_size > 1:
+        barrier()
+    if path is None:
+        cached = cache_dir() / WeightSource.from_url(url, url).file_name
+        path = cached if cached.is_file() else fetch(url, cache_dir(), mirror=mirror,
+                                                     progress=None)
+    return path
+
+
 def load_from_url(filename: str, map_location: Any = None) -> Any:
     """An ``http(s)://`` checkpoint: downloaded into ``cache_dir()`` once, then loaded safely."""
-    from seglab.weights.fetch import fetch
-
-    return load_checkpoint_file(str(fetch(filename, cache_dir())), map_location)
+    return load_checkpoint_file(str(download(filename)), map_location)
 
 
 def _named(scheme: str, name: str, urls: Mapping[str, str]) -> str:

@@ -129,7 +129,8 @@ def test_crash_during_save_keeps_the_newest_checkpoint_loadable(voc_root, tmp_pa
 
 
 TRAINING_STATE = {"state_dict": {"w": torch.ones(3)}, "meta": {"epoch": 1},
-                  "optimizer": {"state": {}, "param_groups": []}}
+                  "message_hub": {}, "optimizer": {"state": {}, "param_groups": []}}
+WEIGHTS_ONLY = {k: v for k, v in TRAINING_STATE.items() if k != "optimizer"}  # as save_best
 
 
 def test_resume_skips_a_stale_or_truncated_newest_file(tmp_path) -> None:
@@ -153,7 +154,7 @@ def test_resume_passes_over_a_newer_weights_only_best_file_and_says_so(tmp_path)
     epoch_1 = tmp_path / "epoch_1.pth"
     torch.save(TRAINING_STATE, epoch_1)
     best = tmp_path / "best_mIoU_epoch_2.pth"
-    torch.save({"state_dict": TRAINING_STATE["state_dict"], "meta": {"epoch": 2}}, best)
+    torch.save(WEIGHTS_ONLY, best)
     epoch_2 = tmp_path / "epoch_2.pth"
     epoch_2.write_bytes(epoch_1.read_bytes()[:100])  # the crash cut it short
     for age, path in enumerate((epoch_2, best, epoch_1)):
@@ -165,6 +166,31 @@ def test_resume_passes_over_a_newer_weights_only_best_file_and_says_so(tmp_path)
     assert "truncated or corrupt" in found.passed_over[0]
     assert "weights only (no optimizer), cannot continue a run" in found.passed_over[1]
     assert find_latest_checkpoint(str(tmp_path), training_state=False).path == str(best)
+
+
+def test_a_run_that_saves_no_optimizer_resumes_from_its_epoch_files_not_the_best(
+        tmp_path) -> None:
+    """default_hooks.checkpoint.save_optimizer=False: every file is weights only, and the
+    newest epoch file is where the run stopped; save_best's copy is not."""
+    from mmengine.config import Config
+
+    from seglab.engine.checkpoint import find_latest_checkpoint, saves_optimizer
+
+    cfg = Config(dict(default_hooks=dict(checkpoint=dict(type="CheckpointHook",
+                                                         save_optimizer=False))))
+    assert not saves_optimizer(cfg) and saves_optimizer(Config(dict()))
+    epoch_1, best = tmp_path / "epoch_1.pth", tmp_path / "best_mIoU_epoch_1.pth"
+    for age, path in enumerate((best, epoch_1)):
+        torch.save(WEIGHTS_ONLY, path)
+        os.utime(path, (1e9 - age, 1e9 - age))  # the best file is the newer
+    found = find_latest_checkpoint(str(tmp_path), optimizer=saves_optimizer(cfg))
+    assert found.path == str(epoch_1)
+    assert found.passed_over == (f"{best}: save_best's copy of the best weights, not a point "
+                                 "to continue from",)
+    without_hub = tmp_path / "epoch_2.pth"  # mmcv 1.x wrote no message hub: resume needs it
+    torch.save({k: v for k, v in WEIGHTS_ONLY.items() if k != "message_hub"}, without_hub)
+    assert "no message_hub" in find_latest_checkpoint(str(tmp_path), optimizer=False
+                                                      ).passed_over[0]
 
 
 @pytest.mark.parametrize("pointer", [bytes(range(256)) * 4, b"x" * 5000 + b"\n",
@@ -184,11 +210,14 @@ def test_resume_with_nothing_to_continue_names_what_it_passed_over(tmp_path) -> 
     from seglab.engine.runner import train
     from tests.conftest import VOC_DEMO
 
-    torch.save({"state_dict": TRAINING_STATE["state_dict"], "meta": {"epoch": 2}},
-               tmp_path / "best_mIoU_epoch_2.pth")
+    torch.save(WEIGHTS_ONLY, tmp_path / "best_mIoU_epoch_2.pth")
     with pytest.raises(UserError, match=r"no loadable checkpoint found .*; passed over "
                        r".*best_mIoU_epoch_2.pth: weights only \(no optimizer\)"):
         train(str(VOC_DEMO), work_dir=str(tmp_path), resume=True,
+              data_root=str(tmp_path / "absent"))
+    with pytest.raises(UserError, match=r"already holds checkpoints .*; --resume passed over "
+                       r".*best_mIoU_epoch_2.pth: weights only"):  # a requeued job says why
+        train(str(VOC_DEMO), work_dir=str(tmp_path), resume="auto",
               data_root=str(tmp_path / "absent"))
 
 

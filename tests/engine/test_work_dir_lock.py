@@ -83,3 +83,15 @@ def test_a_forked_worker_does_not_keep_the_lock(tmp_path: Path) -> None:
     finally:
         os.kill(worker.pid, signal.SIGKILL)
         worker.join()
+
+
+def test_a_lock_freed_while_waiting_is_taken(held_elsewhere) -> None:
+    """A run killed a moment ago (or a requeued job's dead node) frees the lock a little
+    later: the next run waits for it instead of refusing."""
+    import threading
+
+    work_dir, holder = held_elsewhere
+    threading.Timer(1.0, holder.kill).start()
+    lock = lock_work_dir(work_dir, wait_s=30)
+    assert lock.held
+    lock.release()

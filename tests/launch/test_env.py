@@ -31,3 +31,13 @@ def test_outside_a_job_rank_0_of_1_and_no_prefix(monkeypatch) -> None:
         monkeypatch.delenv(variable, raising=False)
     assert (launch_rank(), launch_world_size("none")) == (0, 1)
     assert not in_multi_process_job() and rank_prefix() == ""
+
+
+def test_the_rank_is_read_from_the_launcher_in_use(monkeypatch) -> None:
+    """``--launcher none`` inside ``srun -n 4``: four runs of their own, each its own rank 0
+    (each takes the work dir's lock), not ranks 0..3 of one job."""
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.delenv("RANK", raising=False)
+    assert launch_rank("none") == 0 and launch_rank("slurm") == 3 and launch_rank() == 3
+    monkeypatch.setenv("RANK", "1")  # torchrun inside an srun step
+    assert launch_rank("pytorch") == 1 and launch_rank("slurm") == 3

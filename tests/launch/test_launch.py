@@ -243,6 +243,7 @@ def test_a_launched_rank_exits_after_its_exit_handlers_skipping_the_teardown(
         raise SystemExit(code)  # stands in for the end of the process
 
     monkeypatch.setattr(cli, "_die_with_launcher", lambda: None)  # no PDEATHSIG on pytest
+    monkeypatch.setattr(cli, "_defer_unneeded_packages", lambda args: None)  # pytest's modules
     monkeypatch.setattr(runner, command, lambda *a, **k: calls.append(command))
     monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: calls.append("atexit handlers"))
     monkeypatch.setattr(os, "_exit", exit_now)
@@ -251,12 +252,22 @@ def test_a_launched_rank_exits_after_its_exit_handlers_skipping_the_teardown(
                             world_size=1)
     try:
         args = [command, str(VOC_DEMO), "--launcher", "pytorch"]
-        with pytest.raises(SystemExit):
-            cli.main(args + (["ckpt.pth"] if command == "test" else []))
+        with pytest.raises(SystemExit):  # as tools/train.py and tools/test.py call it
+            cli.main(args + (["ckpt.pth"] if command == "test" else []), whole_process=True)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     assert calls == [command, "atexit handlers", ("os._exit", 0, False)]
+    calls.clear()  # a caller of main(argv) in a process of its own (a notebook, a test) stays
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store2'}", rank=0,
+                            world_size=1)
+    try:
+        assert cli.main(args + (["ckpt.pth"] if command == "test" else [])) == 0
+    finally:
+        ended = not dist.is_initialized()
+        if not ended:
+            dist.destroy_process_group()
+    assert calls == [command] and ended
 
 
 @pytest.mark.parametrize("command", ["train", "test"])

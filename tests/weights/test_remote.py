@@ -86,3 +86,33 @@ def test_an_unknown_name_is_one_message_with_the_close_ones(name: str, suggested
     scheme = name.split("://")[0] + "://"
     with pytest.raises(UserError, match=f"did you mean {scheme}{suggested}"):
         CheckpointLoader.load_checkpoint(name)
+
+
+def test_other_ranks_wait_for_rank_0_then_read_its_download(server: Server, caches: Path,
+                                                            monkeypatch) -> None:
+    """Eight ranks fetching at once into a cache on NFS (where a folder cannot be locked)
+    would all write one ``.partial``: rank 0 downloads, the others wait at a barrier."""
+    import mmengine.dist
+
+    url = serve_checkpoint(server, "/w/epoch-12.pth", {"state_dict": {}}, caches)
+    order: list[str] = []
+    monkeypatch.setattr(mmengine.dist, "barrier", lambda *a: order.append("barrier"))
+    for rank in (0, 1):
+        monkeypatch.setattr(mmengine.dist, "get_dist_info", lambda rank=rank: (rank, 2))
+        CheckpointLoader.load_checkpoint(url)
+        order.append(f"rank {rank} loaded")
+    assert order == ["barrier", "rank 0 loaded", "barrier", "rank 1 loaded"]
+    assert len(server.requests) == 1  # rank 1 read rank 0's file ("-12." is no hash to check)
+    (caches / "torch" / "hub" / "checkpoints" / "epoch-12.pth").unlink()  # another node's disk
+    CheckpointLoader.load_checkpoint(url)
+    assert len(server.requests) == 2
+
+
+def test_the_weights_mirror_serves_openmmlab_urls_only(server: Server, caches: Path,
+                                                       monkeypatch) -> None:
+    """SEGLAB_WEIGHTS_MIRROR holds a copy of download.openmmlab.com, not of every host."""
+    from seglab.weights.fetch import MIRROR_ENV
+
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9/nowhere")  # nothing listens there
+    url = serve_checkpoint(server, "/elsewhere/model.pth", {"state_dict": {}}, caches)
+    assert CheckpointLoader.load_checkpoint(url) == {"state_dict": {}}
