@@ -54,8 +54,9 @@ def test_train_into_a_held_work_dir_is_refused_before_anything_is_built(
 
     work_dir, holder = held_elsewhere
     monkeypatch.setattr(runner, "_build_runner", built)
+    monkeypatch.setattr(runner, "LOCK_WAIT_S", 0.0)  # the grace for a run that just died
     code = main(["train", str(VOC_DEMO), "--work-dir", str(work_dir),
-                 "--data-root", str(voc_root)])
+                 "--data-root", str(voc_root), "--skip-data-check"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"is in use by another training run (pid {holder.pid} on " in err
