@@ -11,7 +11,8 @@ from seglab.engine.hooks import (
                                  RNGStateHook,
 )
 from seglab.engine.optim_wrapper import SkipNonFiniteOptimWrapper
+from seglab.engine.param_groups import StepJoinedGroupsConstructor
 
 __all__ = ["ClassMetricsHook", "NonFiniteLossHook", "PretrainedCoverageHook", "RNGStateHook",
            "ResumableInfiniteSampler", "ResumableIterBasedTrainLoop",
-           "SkipNonFiniteOptimWrapper"]
+           "SkipNonFiniteOptimWrapper", "StepJoinedGroupsConstructor"]

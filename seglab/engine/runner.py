@@ -33,6 +33,7 @@ from seglab.engine.checkpoint import (
 from seglab.engine.disk_space import check_checkpoint_space, check_work_dir_writable
 from seglab.engine.fast_resume import use_fast_resume
 from seglab.engine.hooks.preemption_hook import RunPreempted, release_stop_signals
+from seglab.engine.param_groups import use_joined_param_groups
 from seglab.engine.work_dir_lock import LOCK_WAIT_REQUEUED_S, LOCK_WAIT_S, lock_work_dir
 from seglab.launch.device import check_cuda_usable
 from seglab.launch.distributed import die_with_launcher, init_cpu_process_group
@@ -136,7 +137,7 @@ def train(
     # a gpu_count config on another world size: say so, scale the LR or refuse
     warnings += fit_world_size(cfg, launch_world_size(launcher), scale_lr, as_written)
     # before the resume report: it compares with the saved config, which has the swap
-    fit_notes += use_fast_resume(cfg)
+    fit_notes += use_fast_resume(cfg) + use_joined_param_groups(cfg)
     existing = _existing_checkpoints(cfg.work_dir)
     requeued = resume == "auto"
     found = (find_latest_checkpoint(cfg.work_dir, saves_optimizer(cfg))

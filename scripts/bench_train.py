@@ -1,0 +1,152 @@
+"""Benchmark the training step: stock mmseg/mmengine vs seglab on the same model and inputs.
+
+Prints figures, asserts nothing:
+    .venv/bin/python scripts/bench_train.py [--repeats 3] [--steps 20] [--model b2]
+
+Both sides build mmseg's own SegFormer config (``mmseg::segformer/...``: its AdamW with
+``paramwise_cfg``), randomly initialised, on the same seed, and train on the same random
+batches. Stock builds the optimizer with mmengine's ``DefaultOptimWrapperConstructor`` (one
+param group per tensor); seglab with ``StepJoinedGroupsConstructor`` (the step runs over the
+groups joined by equal settings). Two figures:
+  * the optimizer step alone (gradients fixed), with torch's default for these tensors
+    (for-loop on the CPU) and with ``foreach=True`` (what torch picks for CUDA tensors);
+  * a whole training step (forward, loss, backward, step) at a small crop, in img/s, and
+    the largest weight difference between the sides after it (0 means bitwise equal).
+Sides alternate within each repeat; medians over the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import torch
+
+CONFIGS = {"b0": "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py",
+           "b2": "segformer/segformer_mit-b2_8xb2-160k_ade20k-512x512.py"}
+
+
+def build(model_key: str, joined: bool, foreach: bool | None):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from seglab.config.walk import mmseg_config_dir
+    from seglab.engine.param_groups import StepJoinedGroupsConstructor
+
+    init_default_scope("mmseg")
+    cfg = Config.fromfile(str(mmseg_config_dir() / CONFIGS[model_key]))
+    cfg.model.backbone.init_cfg = None  # random weights: nothing is downloaded
+    cfg.model.data_preprocessor = None
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    optim = copy.deepcopy(cfg.optim_wrapper.to_dict())
+    optim["optimizer"]["foreach"] = foreach
+    paramwise = optim.pop("paramwise_cfg")
+    if joined:
+        wrapper = StepJoinedGroupsConstructor(optim, paramwise)(model)
+    else:
+        from mmengine.optim import DefaultOptimWrapperConstructor
+
+        wrapper = DefaultOptimWrapperConstructor(optim, paramwise)(model)
+    return model, wrapper
+
+
+def time_optimizer_step(model_key: str, joined: bool, foreach: bool | None,
+                        steps: int) -> float:
+    model, wrapper = build(model_key, joined, foreach)
+    torch.manual_seed(1)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    wrapper.optimizer.step()  # state created outside the timing
+    start = time.perf_counter()
+    for _ in range(steps):
+        wrapper.optimizer.step()
+    return (time.perf_counter() - start) / steps
+
+
+def batch(crop: int, classes: int, seed: int):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(2, 3, crop, crop, generator=generator)
+    samples = []
+    for _ in range(2):
+        sample = SegDataSample(metainfo=dict(img_shape=(crop, crop), pad_shape=(crop, crop)))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, classes, (1, crop, crop),
+                                                         generator=generator))
+        samples.append(sample)
+    return inputs, samples
+
+
+def time_train_steps(model_key: str, joined: bool, steps: int, crop: int):
+    model, wrapper = build(model_key, joined, None)
+    model.train()
+    classes = model.decode_head.num_classes
+    data = [batch(crop, classes, seed) for seed in range(steps + 1)]
+
+    def one(inputs, samples) -> None:
+        losses = model.loss(inputs, samples)
+        wrapper.update_params(sum(v for k, v in losses.items() if "loss" in k))
+
+    one(*data[0])  # the first step builds state and caches
+    start = time.perf_counter()
+    for inputs, samples in data[1:]:
+        one(inputs, samples)
+    elapsed = time.perf_counter() - start
+    return 2 * steps / elapsed, [p.detach().clone() for p in model.parameters()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps timed")
+    parser.add_argument("--train-steps", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--model", choices=sorted(CONFIGS), default="b2")
+    args = parser.parse_args()
+    from mmengine.logging import MMLogger
+
+    MMLogger.get_instance("bench_train", log_level="WARNING")  # mmengine's per-tensor lines
+
+    _, stock_wrapper = build(args.model, False, None)
+    _, joined_wrapper = build(args.model, True, None)
+    from seglab.engine.param_groups import join_param_groups
+
+    print(f"SegFormer-MiT-{args.model.upper()} ({CONFIGS[args.model]}): "
+          f"{len(stock_wrapper.optimizer.param_groups)} param groups (mmengine), "
+          f"{len(join_param_groups(joined_wrapper.optimizer.param_groups))} joined (seglab); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    for foreach in (None, True):
+        times = {"stock": [], "seglab": []}
+        for repeat in range(args.repeats):
+            order = ("stock", "seglab") if repeat % 2 == 0 else ("seglab", "stock")
+            for side in order:
+                times[side].append(time_optimizer_step(args.model, side == "seglab", foreach,
+                                                       args.steps))
+        stock, ours = statistics.median(times["stock"]), statistics.median(times["seglab"])
+        label = "default (for-loop on CPU)" if foreach is None else "foreach=True (CUDA's default)"
+        print(f"optimizer step, {label}: stock {stock * 1e3:.1f} ms, seglab {ours * 1e3:.1f} ms, "
+              f"ratio {stock / ours:.2f}x")
+
+    rates = {"stock": [], "seglab": []}
+    weights = {}
+    for repeat in range(args.repeats):
+        order = ("stock", "seglab") if repeat % 2 == 0 else ("seglab", "stock")
+        for side in order:
+            rate, weights[side] = time_train_steps(args.model, side == "seglab",
+                                                   args.train_steps, args.crop)
+            rates[side].append(rate)
+    diff = max((a - b).abs().max().item() for a, b in zip(weights["stock"], weights["seglab"],
+                                                            strict=True))
+    stock, ours = statistics.median(rates["stock"]), statistics.median(rates["seglab"])
+    print(f"training step at {args.crop}x{args.crop}, batch 2: stock {stock:.2f} img/s, seglab "
+          f"{ours:.2f} img/s, ratio {ours / stock:.2f}x; largest weight difference after "
+          f"{args.train_steps + 1} steps: {diff:.3g}")
+
+
+if __name__ == "__main__":
+    main()
