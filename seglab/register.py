@@ -8,7 +8,7 @@
 # PyTorch path (models); CPUAwareDDP (launch.distributed).
 from seglab import engine, evaluation, models  # noqa: F401
 from seglab.config import memo
-from seglab.data import bad_samples  # noqa: F401  (GuardedLoad, CheckLoadedSample)
+from seglab.data import bad_samples, transforms  # noqa: F401  (GuardedLoad, CountingRandomCrop)
 from seglab.engine.checkpoint import install_safe_local_loader
 from seglab.launch import distributed  # noqa: F401
 from seglab.weights.remote import install_safe_remote_loaders

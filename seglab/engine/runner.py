@@ -24,6 +24,7 @@ from seglab.config.adapt import (
 )
 from seglab.config.loading import ConfigError, default_work_dir, load_config
 from seglab.data.bad_samples import use_sample_checks
+from seglab.data.transforms import use_counting_random_crop
 from seglab.engine import startup
 from seglab.engine.checkpoint import (
     FoundCheckpoint,
@@ -137,7 +138,8 @@ def train(
     # a gpu_count config on another world size: say so, scale the LR or refuse
     warnings += fit_world_size(cfg, launch_world_size(launcher), scale_lr, as_written)
     # before the resume report: it compares with the saved config, which has the swap
-    fit_notes += use_fast_resume(cfg) + use_joined_param_groups(cfg)
+    fit_notes += (use_fast_resume(cfg) + use_joined_param_groups(cfg)
+                  + use_counting_random_crop(cfg))
     existing = _existing_checkpoints(cfg.work_dir)
     requeued = resume == "auto"
     found = (find_latest_checkpoint(cfg.work_dir, saves_optimizer(cfg))
