@@ -126,6 +126,18 @@ def time_random_crop(counting: bool, images: int) -> tuple[float, list]:
     return (time.perf_counter() - start) / images, outputs
 
 
+SIDES = ("stock", "seglab")
+
+
+def interleaved(repeats: int, run) -> dict[str, list]:
+    """``run(seglab)`` for both sides ``repeats`` times, the side that goes first alternating."""
+    results: dict[str, list] = {side: [] for side in SIDES}
+    for repeat in range(repeats):
+        for side in SIDES if repeat % 2 == 0 else SIDES[::-1]:
+            results[side].append(run(side == "seglab"))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -147,44 +159,28 @@ def main() -> None:
           f"{len(join_param_groups(joined_wrapper.optimizer.param_groups))} joined (seglab); "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for foreach in (None, True):
-        times = {"stock": [], "seglab": []}
-        for repeat in range(args.repeats):
-            order = ("stock", "seglab") if repeat % 2 == 0 else ("seglab", "stock")
-            for side in order:
-                times[side].append(time_optimizer_step(args.model, side == "seglab", foreach,
-                                                       args.steps))
-        stock, ours = statistics.median(times["stock"]), statistics.median(times["seglab"])
+        times = interleaved(args.repeats, lambda seglab, foreach=foreach: time_optimizer_step(
+            args.model, seglab, foreach, args.steps))
+        stock, ours = (statistics.median(times[side]) for side in SIDES)
         label = "default (for-loop on CPU)" if foreach is None else "foreach=True (CUDA's default)"
         print(f"optimizer step, {label}: stock {stock * 1e3:.1f} ms, seglab {ours * 1e3:.1f} ms, "
               f"ratio {stock / ours:.2f}x")
 
-    rates = {"stock": [], "seglab": []}
-    weights = {}
-    for repeat in range(args.repeats):
-        order = ("stock", "seglab") if repeat % 2 == 0 else ("seglab", "stock")
-        for side in order:
-            rate, weights[side] = time_train_steps(args.model, side == "seglab",
-                                                   args.train_steps, args.crop)
-            rates[side].append(rate)
-    diff = max((a - b).abs().max().item() for a, b in zip(weights["stock"], weights["seglab"],
-                                                            strict=True))
-    stock, ours = statistics.median(rates["stock"]), statistics.median(rates["seglab"])
+    runs = interleaved(args.repeats, lambda seglab: time_train_steps(
+        args.model, seglab, args.train_steps, args.crop))
+    weights = [run[-1][1] for run in runs.values()]  # the last repeat's weights of each side
+    diff = max((a - b).abs().max().item() for a, b in zip(*weights, strict=True))
+    stock, ours = (statistics.median(rate for rate, _ in runs[side]) for side in SIDES)
     print(f"training step at {args.crop}x{args.crop}, batch 2: stock {stock:.2f} img/s, seglab "
           f"{ours:.2f} img/s, ratio {ours / stock:.2f}x; largest weight difference after "
           f"{args.train_steps + 1} steps: {diff:.3g}")
 
     import numpy as np
 
-    crop_times = {"stock": [], "seglab": []}
-    crops = {}
-    for repeat in range(args.repeats):
-        order = ("stock", "seglab") if repeat % 2 == 0 else ("seglab", "stock")
-        for side in order:
-            seconds, crops[side] = time_random_crop(side == "seglab", 40)
-            crop_times[side].append(seconds)
-    same = all(np.array_equal(a, b) for a, b in zip(crops["stock"], crops["seglab"],
-                                                    strict=True))
-    stock, ours = statistics.median(crop_times["stock"]), statistics.median(crop_times["seglab"])
+    runs = interleaved(args.repeats, lambda seglab: time_random_crop(seglab, 40))
+    crops = [run[-1][1] for run in runs.values()]
+    same = all(np.array_equal(a, b) for a, b in zip(*crops, strict=True))
+    stock, ours = (statistics.median(seconds for seconds, _ in runs[side]) for side in SIDES)
     print(f"RandomCrop(cat_max_ratio=0.75), 512x512 of 683x512: stock {stock * 1e3:.1f} ms, "
           f"seglab {ours * 1e3:.1f} ms per image, ratio {stock / ours:.2f}x; outputs "
           f"{'bitwise equal' if same else 'DIFFERENT'}")
