@@ -12,19 +12,24 @@ from pathlib import Path
 
 import pytest
 
+from seglab.engine import work_dir_lock
 from seglab.engine.work_dir_lock import WorkDirBusy, lock_work_dir
 from tests.conftest import VOC_DEMO
 
-HOLD = ("import sys, time; from seglab.engine.work_dir_lock import lock_work_dir; "
-        "lock_work_dir(sys.argv[1]); print('held', flush=True); time.sleep(600)")
+# Another process holding the lock: the module loaded from its file, without the engine
+# package's imports (torch, mmengine), so that it holds within a fraction of a second
+HOLD = ("import importlib.util, sys, time; spec = importlib.util.spec_from_file_location("
+        "'work_dir_lock', sys.argv[2]); module = importlib.util.module_from_spec(spec); "
+        "spec.loader.exec_module(module); module.lock_work_dir(sys.argv[1]); "
+        "print('held', flush=True); time.sleep(600)")
 
 
 @pytest.fixture
 def held_elsewhere(tmp_path: Path):
     """``tmp_path/run`` locked by another process; yields (work dir, that process)."""
     work_dir = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(work_dir)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(work_dir),
+                               work_dir_lock.__file__], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
         yield work_dir, holder
@@ -44,6 +49,7 @@ def test_a_held_work_dir_is_refused_until_its_holder_is_killed(held_elsewhere) -
     lock.release()
 
 
+@pytest.mark.slow  # the CLI on generated data
 def test_train_into_a_held_work_dir_is_refused_before_anything_is_built(
         held_elsewhere, voc_root, monkeypatch, capsys) -> None:
     from seglab.cli import main
