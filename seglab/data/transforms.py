@@ -24,8 +24,9 @@ def label_counts(mask: np.ndarray, ignore_index: int) -> np.ndarray:
     """The pixel count of each label present in ``mask`` but ``ignore_index``, in label order
     (what ``np.unique(mask, return_counts=True)`` gives, ignore index dropped)."""
     flat = mask.ravel()
-    small_ints = flat.dtype.kind in "ui" and flat.size > 0
+    small_ints = flat.dtype.kind in "ui" and flat.size > 0 and float(ignore_index).is_integer()
     if small_ints and 0 <= flat.min() and flat.max() < MAX_COUNTED_LABEL:
+        ignore_index = int(ignore_index)  # 255.0 from a config is label 255
         counts = np.bincount(flat)
         if 0 <= ignore_index < counts.size:
             counts[ignore_index] = 0
@@ -48,6 +49,11 @@ class CountingRandomCrop(RandomCrop):
             Defaults to 1.
         ignore_index (int): the label left out of the shares. Defaults to 255.
     """
+
+    # mmcv's cache_randomness appends to the class's list, creating it only where none is
+    # found: without a list of its own this class would append to RandomCrop's (one entry
+    # twice), and every RandomCrop under shared random parameters would refuse to run
+    _methods_with_randomness: list[str] = []
 
     @cache_randomness
     def crop_bbox(self, results: dict) -> tuple:
@@ -82,7 +88,9 @@ def use_counting_random_crop(cfg: Any) -> list[str]:
     for dataset in leaf_datasets(loader.get("dataset") or {}):
         for step in dataset.get("pipeline") or []:
             if type_name(step) == "RandomCrop" and step.get("cat_max_ratio", 1.0) < 1.0:
-                step.type = "CountingRandomCrop"
+                kind = step.type  # keep its scope ('mmseg.', 'mmseg::'), or give the class
+                step.type = (kind[:-len("RandomCrop")] + "CountingRandomCrop"
+                             if isinstance(kind, str) else CountingRandomCrop)
                 swapped += 1
     return ([f"RandomCrop -> CountingRandomCrop ({swapped}x): the class shares of "
              "cat_max_ratio counted in linear time, the same crops"] if swapped else [])

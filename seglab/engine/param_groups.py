@@ -27,6 +27,23 @@ from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
 DEFAULT_CONSTRUCTORS = (None, "DefaultOptimWrapperConstructor")
+# torch's own optimizers: they keep nothing by group but their settings and write nothing into
+# a group during a step. Others may (D-Adaptation/Prodigy write per-group values, 8-bit
+# optimizers index overrides by group, ZeroRedundancyOptimizer syncs groups by position):
+# those step over mmengine's groups as they are.
+JOINABLE = tuple(getattr(torch.optim, name) for name in (
+    "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "RMSprop", "Adadelta",
+    "ASGD", "Rprop"))
+
+
+def joinable(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer``'s step may run over joined groups (see ``JOINABLE``). Fused SGD
+    is left out: it decides "first step" for a whole group, so a tensor whose first gradient
+    comes late (an unfrozen branch) would meet tensors that have momentum already."""
+    if type(optimizer) not in JOINABLE:
+        return False
+    return not (isinstance(optimizer, torch.optim.SGD)
+                and any(group.get("fused") for group in optimizer.param_groups))
 
 
 def _settings_key(group: dict[str, Any]) -> tuple:
@@ -70,7 +87,7 @@ def step_with_joined_groups(optimizer: torch.optim.Optimizer) -> int:
         finally:
             self.param_groups = groups
 
-    # a bound method: mmengine's schedulers wrap optimizer.step through __self__/__func__
+    # a bound method, as torch's LR schedulers expect (they wrap it through __func__)
     optimizer.step = types.MethodType(joined_step, optimizer)
     return len(join_param_groups(optimizer.param_groups))
 
@@ -89,12 +106,17 @@ class StepJoinedGroupsConstructor(DefaultOptimWrapperConstructor):
     """
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
+        from mmengine.logging import print_log
+
         optim_wrapper = super().__call__(model)
         optimizer = optim_wrapper.optimizer
         groups = len(optimizer.param_groups)
+        if not joinable(optimizer):
+            print_log(f"seglab: {type(optimizer).__name__} steps over its {groups} param "
+                      "groups as mmengine made them (joining is for torch's own optimizers, "
+                      "fused SGD excepted)", logger="current")
+            return optim_wrapper
         joined = step_with_joined_groups(optimizer)
-        from mmengine.logging import print_log
-
         print_log(f"seglab: the optimizer steps over {joined} joined param group(s) instead of "
                   f"{groups} (one per tensor, as mmengine's constructor makes them)",
                   logger="current")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mmengine.config import Config
 
-from seglab.config.diff import diff_configs
+from seglab.config.diff import MISSING, diff_configs
 from seglab.engine.checkpoint import load_checkpoint_file
 
 # Fields whose new values --resume replaces with the checkpoint's state.
@@ -44,6 +44,11 @@ def base_lr(cfg: Config) -> float:
     return float(cfg.optim_wrapper.optimizer.lr)
 
 
+# Constructors that build the same optimizer updates (seglab's joins mmengine's groups per step)
+SAME_UPDATES_CONSTRUCTORS = {MISSING, "DefaultOptimWrapperConstructor",
+                             "StepJoinedGroupsConstructor"}
+
+
 def resume_report(saved: SavedRun, cfg: Config) -> list[str]:
     """One line per changed hyper-parameter: restored from the checkpoint, or in effect."""
     if not saved.cfg.keys():
@@ -52,6 +57,8 @@ def resume_report(saved: SavedRun, cfg: Config) -> list[str]:
     for key, old, new in diff_configs(saved.cfg, cfg):
         if not key.startswith(("optim_wrapper", "param_scheduler", "train_cfg", "model")):
             continue
+        if key == "optim_wrapper.constructor" and {old, new} <= SAME_UPDATES_CONSTRUCTORS:
+            continue  # a run started before seglab joined the groups: the same updates
         effect = ("IGNORED: restored from the checkpoint" if key.startswith(RESTORED_BY_RESUME)
                   else "takes effect")
         lines.append(f"{key}: {old!r} -> {new!r} ({effect})")

@@ -70,4 +70,33 @@ def test_the_training_pipelines_that_count_classes_are_swapped() -> None:
         "RandomCrop -> CountingRandomCrop (2x): the class shares of cat_max_ratio counted in "
         "linear time, the same crops"]
     kinds = [d.pipeline[-1].type for d in cfg.train_dataloader.dataset.datasets]
-    assert kinds == ["CountingRandomCrop", "CountingRandomCrop", "RandomCrop"]
+    assert kinds == ["CountingRandomCrop", "mmseg.CountingRandomCrop", "RandomCrop"]
+
+
+def test_mmsegs_random_crop_still_runs_under_shared_random_parameters() -> None:
+    """mmcv's cache_randomness keeps one list per class: the subclass's method must not be
+    added to RandomCrop's, or every RandomCrop of a TransformBroadcaster refuses to run."""
+    from mmcv.transforms.utils import cache_random_params
+
+    assert RandomCrop._methods_with_randomness == ["crop_bbox"]
+    for transform in (RandomCrop(crop_size=(8, 8)), CountingRandomCrop(crop_size=(8, 8))):
+        with cache_random_params(transform):
+            transform(scene(0))
+
+
+def test_the_swap_keeps_the_scope_or_the_class_it_was_given() -> None:
+    from mmengine.config import Config
+
+    pipeline = [dict(type=kind, crop_size=(8, 8), cat_max_ratio=0.75)
+                for kind in ("mmseg.RandomCrop", "mmseg::RandomCrop", RandomCrop)]
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(type="ADE20KDataset",
+                                                         pipeline=pipeline))))
+    use_counting_random_crop(cfg)
+    kinds = [step.type for step in cfg.train_dataloader.dataset.pipeline]
+    assert kinds == ["mmseg.CountingRandomCrop", "mmseg::CountingRandomCrop", CountingRandomCrop]
+
+
+def test_an_ignore_index_written_as_a_float_counts_as_its_label() -> None:
+    mask = np.array([[0, 255], [3, 3]], np.uint8)
+    assert np.array_equal(label_counts(mask, 255.0), [1, 2])
+    assert np.array_equal(label_counts(mask, 254.5), [1, 2, 1])  # no such label: np.unique's

@@ -130,3 +130,47 @@ def test_only_the_default_constructor_with_paramwise_settings_is_swapped() -> No
     for cfg in (plain, layer_decay):  # one group already; mmseg's own grouping kept
         before = cfg.pretty_text
         assert use_joined_param_groups(cfg) == [] and cfg.pretty_text == before
+
+
+class AdamWOfOwnKind(torch.optim.AdamW):
+    """A user's optimizer: it may keep values by group (D-Adaptation, Prodigy do)."""
+
+
+@pytest.mark.parametrize("optimizer", [
+    dict(type="SGD", lr=0.1, momentum=0.9, weight_decay=0.01, fused=True),  # "first step"
+    dict(type=AdamWOfOwnKind, lr=0.1, weight_decay=0.01),                   # is per group
+], ids=["fused-sgd", "not-torchs-own"])
+def test_optimizers_that_may_keep_values_by_group_step_over_mmengines_groups(optimizer) -> None:
+    optim_cfg = dict(SEGFORMER_OPTIM, optimizer=optimizer)
+    wrapper = build(StepJoinedGroupsConstructor, tiny_segformer(), optim_cfg)
+    assert "step" not in vars(wrapper.optimizer)  # the class's own step, untouched
+    assert "step" in vars(build(StepJoinedGroupsConstructor, tiny_segformer()).optimizer)
+
+
+def test_a_parameter_whose_first_gradient_comes_late_steps_bitwise_the_same() -> None:
+    """A branch unused at first (or unfrozen later) meets tensors that already have state."""
+    results = []
+    for constructor in (DefaultOptimWrapperConstructor, StepJoinedGroupsConstructor):
+        model = tiny_segformer()
+        wrapper = build(constructor, model)
+        for i, batch in enumerate(batches(3)):
+            loss = model.head(model.backbone(batch)[-1]).square().mean()
+            if i == 0:  # the head's bias gets no gradient at the first step
+                loss = loss + 0 * model.head.weight.sum()
+                model.head.bias.requires_grad_(False)
+            else:
+                model.head.bias.requires_grad_(True)
+            wrapper.update_params(loss)
+        results.append(dict(model.named_parameters()))
+    assert _equal(*results)
+
+
+def test_resuming_a_run_from_before_the_joined_steps_reports_no_change() -> None:
+    from seglab.engine.resume import SavedRun, resume_report
+
+    before = Config(dict(optim_wrapper=copy.deepcopy(SEGFORMER_OPTIM)))
+    now = Config(dict(optim_wrapper=copy.deepcopy(SEGFORMER_OPTIM)))
+    use_joined_param_groups(now)
+    assert resume_report(SavedRun(cfg=before, epoch=1, iter=10, last_lrs=[]), now) == []
+    now.optim_wrapper.optimizer.lr = 1e-4  # a real change is still said
+    assert resume_report(SavedRun(cfg=before, epoch=1, iter=10, last_lrs=[]), now)
