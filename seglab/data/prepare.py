@@ -152,8 +152,7 @@ def _members(archive: Path) -> Iterator[Member]:
         with tarfile.open(archive, mode="r|*") as tar:
             yield from _tar_members(archive, tar)
     except READ_ERRORS as err:
-        raise UserError(f"{archive}: the archive is corrupt or truncated ({err}). Fix: "
-                        "download it again.") from err
+        raise _corrupt(archive, err) from err
 
 
 def extraction_limit(archive: Path) -> int:
@@ -203,13 +202,13 @@ def _write_atomic(archive: Path, member: Member, target: Path, budget: list[int]
     try:
         source = member.open()
     except READ_ERRORS as err:
-        raise _corrupt_at(archive, member.name, err) from err
+        raise _corrupt(archive, err, member.name) from err
     with source, open(partial, "wb") as out:
         while True:
             try:
                 block = source.read(1 << 20)
             except READ_ERRORS as err:
-                raise _corrupt_at(archive, member.name, err) from err
+                raise _corrupt(archive, err, member.name) from err
             if not block:
                 break
             budget[0] -= len(block)
@@ -225,8 +224,9 @@ def _write_atomic(archive: Path, member: Member, target: Path, budget: list[int]
     partial.replace(target)
 
 
-def _corrupt_at(archive: Path, name: str, err: BaseException) -> UserError:
-    return UserError(f"{archive}: the archive is corrupt or truncated at {name} ({err}). "
+def _corrupt(archive: Path, err: BaseException, at: str | None = None) -> UserError:
+    where = f" at {at}" if at else ""
+    return UserError(f"{archive}: the archive is corrupt or truncated{where} ({err}). "
                      "Fix: download it again.")
 
 

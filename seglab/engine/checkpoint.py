@@ -234,11 +234,6 @@ def _pointer_target(pointer: Path, passed_over: list[str]) -> str:
     return text
 
 
-def latest_loadable_checkpoint(work_dir: str, training_state: bool = True) -> str | None:
-    """``find_latest_checkpoint(...).path``: the newest checkpoint, None if there is none."""
-    return find_latest_checkpoint(work_dir, training_state=training_state).path
-
-
 def best_checkpoints(work_dir: str | Path) -> list[Path]:
     """The ``save_best`` checkpoints (``best_<metric>_<epoch|iter>_N.pth``), sorted by name."""
     return sorted(Path(work_dir).glob("best_*.pth"))
@@ -247,4 +242,6 @@ def best_checkpoints(work_dir: str | Path) -> list[Path]:
 def best_or_latest_checkpoint(work_dir: str | Path) -> str | None:
     """The ``save_best`` checkpoint, else the newest complete one (``None``: nothing)."""
     best = best_checkpoints(work_dir)
-    return str(best[-1]) if best else latest_loadable_checkpoint(str(work_dir), False)
+    if best:
+        return str(best[-1])
+    return find_latest_checkpoint(str(work_dir), training_state=False).path

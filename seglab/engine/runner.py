@@ -189,10 +189,10 @@ def train(
         warnings += _run_data_check(cfg, config, ("train", "val"), launcher, skip_data_check)
     timeline.mark("data check")
     check_work_dir_writable(cfg.work_dir)
-    # before anything is built: a second run into this work dir is refused (its data check
-    # was the first run's, read from the cache)
-    # (a requeued job waits longer: the dead node's lock on a shared disk can outlive it by
-    # an NFS lease; other ranks stop with rank 0, which torchrun and seglab's srun ensure)
+    # before anything is built, a second run into this work dir is refused (its data check
+    # read the first run's cache). A requeued job waits longer: the dead node's lock on a
+    # shared disk can outlive it by an NFS lease. Other ranks stop with rank 0, as torchrun
+    # and seglab's srun (--kill-on-bad-exit) ensure.
     lock = (lock_work_dir(cfg.work_dir, wait_s=LOCK_WAIT_REQUEUED_S if requeued else
                           LOCK_WAIT_S) if launch_rank(launcher) == 0 else None)
     try:

@@ -4,10 +4,11 @@ Two ``seglab train`` runs started into one work dir (a command pasted into two t
 job submitted twice, a ``--resume`` while the first run still trains) both train and write
 ``epoch_N.pth`` and ``last_checkpoint`` in turn: the next ``--resume`` continues a mix of
 the two. The run's first rank holds an exclusive ``flock`` on ``WORK_DIR/.seglab-train.lock``
-from before the data check until it returns; a second run is refused at once with who holds
-it. The kernel releases the lock when its holder exits in any way, ``kill -9`` and a
-preempted node included, so no stale lock survives the run (a lock file the holder left
-behind is just a file). On a file system without locks the run goes on unlocked.
+from after the data check (read from the first run's cache) until it returns, before anything
+is built; a second run is refused with who holds it. The kernel releases the lock when its
+holder exits in any way, ``kill -9`` and a preempted node included, so no stale lock survives
+the run (a lock file the holder left behind is just a file). On a file system without locks
+the run goes on unlocked.
 """
 
 from __future__ import annotations

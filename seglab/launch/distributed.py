@@ -21,6 +21,8 @@ import torch.distributed as torch_dist
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
+from seglab.launch.env import RANK_VARIABLE
+
 
 @MODEL_WRAPPERS.register_module()
 class CPUAwareDDP(MMDistributedDataParallel):
@@ -117,6 +119,4 @@ def exit_launched_rank(code: int) -> NoReturn:
 def is_launched_rank(launcher: str) -> bool:
     """Whether this process is one rank of a launched job (not a caller of ``main(argv)``
     in a process of its own, such as a notebook or a test)."""
-    return launcher != "none" and any(
-        variable in os.environ for variable in ("TORCHELASTIC_RUN_ID", "SLURM_PROCID",
-                                                "OMPI_COMM_WORLD_RANK"))
+    return RANK_VARIABLE.get(launcher, "") in os.environ  # the launcher announced its rank

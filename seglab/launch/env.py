@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-RANK_VARIABLES = ("RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK")
+RANK_VARIABLE = {"pytorch": "RANK", "slurm": "SLURM_PROCID", "mpi": "OMPI_COMM_WORLD_RANK"}
+RANK_VARIABLES = tuple(RANK_VARIABLE.values())
 WORLD_SIZE_VARIABLES = {"pytorch": "WORLD_SIZE", "slurm": "SLURM_NTASKS",
                         "mpi": "OMPI_COMM_WORLD_SIZE"}
 
@@ -20,9 +21,6 @@ def launch_world_size(launcher: str) -> int:
     """The number of processes of this run as ``launcher`` announces it; 1 without one."""
     variable = WORLD_SIZE_VARIABLES.get(launcher)
     return int(os.environ.get(variable, "1")) if variable else 1
-
-
-RANK_VARIABLE = {"pytorch": "RANK", "slurm": "SLURM_PROCID", "mpi": "OMPI_COMM_WORLD_RANK"}
 
 
 def launch_rank(launcher: str | None = None) -> int:

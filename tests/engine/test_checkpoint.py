@@ -134,16 +134,16 @@ WEIGHTS_ONLY = {k: v for k, v in TRAINING_STATE.items() if k != "optimizer"}  # 
 
 
 def test_resume_skips_a_stale_or_truncated_newest_file(tmp_path) -> None:
-    from seglab.engine.checkpoint import latest_loadable_checkpoint
+    from seglab.engine.checkpoint import find_latest_checkpoint
 
     good = tmp_path / "epoch_1.pth"
     torch.save(TRAINING_STATE, good)
     bad = tmp_path / "epoch_2.pth"  # e.g. copied in by hand, cut short
     bad.write_bytes(good.read_bytes()[:100])
     (tmp_path / "last_checkpoint").write_text(str(bad))
-    assert latest_loadable_checkpoint(str(tmp_path)) == str(good)
+    assert find_latest_checkpoint(str(tmp_path)).path == str(good)
     (tmp_path / "last_checkpoint").write_text("")  # a pointer cut short
-    assert latest_loadable_checkpoint(str(tmp_path)) == str(good)
+    assert find_latest_checkpoint(str(tmp_path)).path == str(good)
 
 
 def test_resume_passes_over_a_newer_weights_only_best_file_and_says_so(tmp_path) -> None:

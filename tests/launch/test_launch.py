@@ -247,7 +247,7 @@ def test_a_launched_rank_exits_after_its_exit_handlers_skipping_the_teardown(
     monkeypatch.setattr(runner, command, lambda *a, **k: calls.append(command))
     monkeypatch.setattr(atexit, "_run_exitfuncs", lambda: calls.append("atexit handlers"))
     monkeypatch.setattr(os, "_exit", exit_now)
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # what torchrun sets for its ranks
+    monkeypatch.setenv("RANK", "0")  # what torchrun sets for its ranks
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
                             world_size=1)
     try:
