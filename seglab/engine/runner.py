@@ -33,6 +33,7 @@ from seglab.engine.checkpoint import (
 )
 from seglab.engine.disk_space import check_checkpoint_space, check_work_dir_writable
 from seglab.engine.fast_resume import use_fast_resume
+from seglab.engine.hooks.deferred_runtime_info_hook import use_deferred_runtime_info
 from seglab.engine.hooks.preemption_hook import RunPreempted, release_stop_signals
 from seglab.engine.param_groups import use_joined_param_groups
 from seglab.engine.work_dir_lock import LOCK_WAIT_REQUEUED_S, LOCK_WAIT_S, lock_work_dir
@@ -40,6 +41,7 @@ from seglab.launch.device import check_cuda_usable
 from seglab.launch.distributed import die_with_launcher, init_cpu_process_group
 from seglab.launch.env import launch_rank, launch_world_size
 from seglab.launch.slurm import slurm_rendezvous
+from seglab.models.accuracy import use_sync_free_accuracy
 from seglab.platform.mmcv_ops import check_mmcv_kernels
 from seglab.results.status import mark_run_state
 from seglab.weights.coverage import DEFAULT_MIN_COVERAGE
@@ -139,7 +141,7 @@ def train(
     warnings += fit_world_size(cfg, launch_world_size(launcher), scale_lr, as_written)
     # before the resume report: it compares with the saved config, which has the swap
     fit_notes += (use_fast_resume(cfg) + use_joined_param_groups(cfg)
-                  + use_counting_random_crop(cfg))
+                  + use_counting_random_crop(cfg) + use_deferred_runtime_info(cfg))
     existing = _existing_checkpoints(cfg.work_dir)
     requeued = resume == "auto"
     found = (find_latest_checkpoint(cfg.work_dir, saves_optimizer(cfg))
@@ -207,7 +209,8 @@ def train(
         for line in warnings:
             print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
         try:
-            runner.train()
+            with use_sync_free_accuracy():
+                runner.train()
         except RunPreempted:
             raise  # the hook recorded it
         except KeyboardInterrupt:

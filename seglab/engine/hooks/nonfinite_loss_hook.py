@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,12 @@ from mmengine.logging import print_log
 from mmengine.optim import AmpOptimWrapper
 from mmengine.registry import HOOKS
 
+from seglab.engine.hooks.deferred_runtime_info_hook import (
+    DeferredRuntimeInfoHook,
+    detached,
+    is_log_step,
+    logger_interval,
+)
 from seglab.errors import UserError
 
 
@@ -22,15 +29,18 @@ class TrainingDiverged(UserError):
     """A loss term or the gradient norm stopped being finite."""
 
 
+def _number(value: Any) -> Any:
+    """A loss value as the message shows it (a tensor still attached to the graph too)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.detach().item()
+    return value
+
+
 def _is_finite(value: Any) -> bool:
-    if hasattr(value, "detach"):
-        value = value.detach()  # a loss tensor still attached to the graph
     try:
-        return math.isfinite(float(value))
+        return math.isfinite(float(_number(value)))
     except (TypeError, ValueError):
         return True  # not a number (e.g. a list of accuracies): not ours to judge
-
-
 
 
 # Below this loss scale, AMP's scaler is no longer backing off from fp16 overflow: the
@@ -38,27 +48,70 @@ def _is_finite(value: Any) -> bool:
 MIN_LOSS_SCALE = 1.0
 
 
+@dataclass
+class _Step:
+    """One training step's loss terms (and gradient norm), held until it is judged."""
+
+    iter: int
+    epoch: int
+    values: dict[str, Any]
+    img_paths: list[str | None]
+
+    def bad_terms(self) -> list[str]:
+        return sorted(k for k, v in self.values.items() if not _is_finite(v))
+
+    def any_bad(self) -> torch.Tensor | bool:
+        """Whether a term is non-finite, as a device tensor where the terms are tensors:
+        nothing waits for the GPU until the check reads it."""
+        flags: list[torch.Tensor] = []
+        host = False
+        for value in self.values.values():
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                flags.append(~torch.isfinite(value.detach().reshape(())))
+            else:
+                host = host or not _is_finite(value)
+        if host or not flags:
+            return host
+        return torch.stack([f.to(flags[0].device) for f in flags]).any()
+
+
 def _any_rank(flag: bool) -> bool:
     """True on every rank when ``flag`` is true on one: each rank computes its own loss,
     so a NaN on one rank must stop (or be skipped by) all of them, or the others wait
     in the next all-reduce until the NCCL timeout."""
+    return _any_rank_each([flag])[0]
+
+
+def _any_rank_each(flags: list[torch.Tensor | bool]) -> list[bool]:
+    """Each of ``flags`` or-ed over the ranks: one copy to the host, one all-reduce."""
     from mmengine.dist import all_reduce, get_world_size
 
-    if get_world_size() == 1:
-        return flag
-    tensor = torch.tensor([int(flag)])
-    all_reduce(tensor, op="max")
-    return bool(tensor.item())
+    values = torch.tensor(_host_flags(flags), dtype=torch.int64)
+    if get_world_size() > 1:
+        all_reduce(values, op="max")
+    return [bool(v) for v in values.tolist()]
 
 
-def _gather_bad_batches(bad: list[str], data_batch: Any) -> tuple[list[str], list[dict]]:
+def _host_flags(flags: list[torch.Tensor | bool]) -> list[bool]:
+    """The flags as Python bools, the device ones read in one copy."""
+    tensors = [f for f in flags if isinstance(f, torch.Tensor)]
+    read = iter(torch.stack([t.to(tensors[0].device) for t in tensors]).tolist()
+                if tensors else [])
+    return [next(read) if isinstance(f, torch.Tensor) else f for f in flags]
+
+
+def _img_paths(data_batch: Any) -> list[str | None]:
+    samples = (data_batch or {}).get("data_samples", []) if isinstance(data_batch, dict) \
+        else []
+    return [s.metainfo.get("img_path") for s in samples if hasattr(s, "metainfo")]
+
+
+def _gather_bad_batches(bad: list[str], img_paths: list[str | None],
+                        ) -> tuple[list[str], list[dict]]:
     """The non-finite terms over all ranks and each rank's image paths."""
     from mmengine.dist import all_gather_object, get_world_size
 
-    samples = (data_batch or {}).get("data_samples", []) if isinstance(data_batch, dict) \
-        else []
-    own = {"terms": bad, "img_paths": [s.metainfo.get("img_path") for s in samples
-                                       if hasattr(s, "metainfo")]}
+    own = {"terms": bad, "img_paths": img_paths}
     ranks = all_gather_object(own) if get_world_size() > 1 else [own]
     return sorted({t for r in ranks for t in r["terms"]}), ranks
 
@@ -79,21 +132,35 @@ class NonFiniteLossHook(Hook):
     them) and, with ``policy='skip'``, the steps ``SkipNonFiniteOptimWrapper``
     skips in fp32 runs.
 
+    The check costs no host sync per step: each step's terms are flagged on the device,
+    and the flags are read (one copy, one all-reduce over the ranks) every
+    ``check_interval`` iterations, at the end of each epoch, and before every
+    checkpoint is written, so a checkpoint never follows a non-finite step. The error
+    names the step where it happened. AMP runs and ``policy='skip'`` check every step:
+    their optimizer reads the gradients' finiteness every step anyway, and the outcome
+    decides the next step.
+
     Args:
         policy (str): ``'stop'`` raises at the first non-finite step the
             optimizer did not skip; ``'skip'`` lets ``SkipNonFiniteOptimWrapper``
             skip such steps. Defaults to ``'stop'``.
         patience (int): skipped steps in a row after which the run stops.
             Defaults to 5.
+        check_interval (int, optional): iterations between checks; 1 checks every
+            step. Defaults to the ``LoggerHook``'s interval (the log reads the
+            values then anyway).
     """
 
     priority = "VERY_HIGH"  # before CheckpointHook and LoggerHook see the iteration
 
-    def __init__(self, policy: str = "stop", patience: int = 5) -> None:
+    def __init__(self, policy: str = "stop", patience: int = 5,
+                 check_interval: int | None = None) -> None:
         if policy not in ("stop", "skip"):
             raise ValueError(f"NonFiniteLossHook policy={policy!r}: use 'stop' or 'skip'")
-        self.policy, self.patience = policy, patience
+        self.policy, self.patience, self.check_interval = policy, patience, check_interval
         self._streak = 0
+        self._interval = check_interval or 1  # before_train asks the LoggerHook
+        self._held: list[_Step] = []
 
     def _step_was_skipped(self, runner) -> bool:
         wrapper = runner.optim_wrapper
@@ -102,7 +169,7 @@ class NonFiniteLossHook(Hook):
         return self.policy == "skip" and getattr(wrapper, "last_step_skipped", False)
 
     @staticmethod
-    def _scaler_backoff(runner, bad: list[str]) -> bool:
+    def _scaler_backoff(runner, bad: list[str], iteration: int) -> bool:
         """Only the gradient norm overflowed, under fp16 AMP, at a scale that can still shrink.
 
         bf16 has fp32's range: a non-finite gradient there is divergence, not overflow.
@@ -114,48 +181,103 @@ class NonFiniteLossHook(Hook):
         scale = float(wrapper.loss_scaler.get_scale())
         if scale < MIN_LOSS_SCALE:
             return False
-        print_log(f"seglab: fp16 gradient overflow at iter {runner.iter + 1}; the loss scaler "
+        print_log(f"seglab: fp16 gradient overflow at iter {iteration}; the loss scaler "
                   f"skipped the step and backed off to {scale:g}", logger="current")
         return True
 
+    def before_train(self, runner) -> None:
+        self._interval = self.check_interval or logger_interval(runner)
+
+    def _defers(self, runner) -> bool:
+        """Whether this run's checks wait for a check point. Not where the step syncs
+        anyway and its outcome decides the next step: AMP's loss scaler reads its
+        overflow flag every step, ``policy='skip'`` reads the gradients'."""
+        return (self._interval > 1 and self.policy == "stop"
+                and not isinstance(runner.optim_wrapper, AmpOptimWrapper))
+
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
                          outputs: dict | None = None) -> None:
-        values = {k: v for k, v in (outputs or {}).items() if "loss" in k}
+        values = {k: detached(v) for k, v in (outputs or {}).items() if "loss" in k}
+        grad_norm = self._grad_norm(runner)
+        if grad_norm is not None:
+            values["grad_norm"] = grad_norm
+        step = _Step(runner.iter + 1, runner.epoch + 1, values, _img_paths(data_batch))
+        if not self._defers(runner):
+            self._judge(runner, step, _any_rank(bool(step.bad_terms())))
+            return
+        self._held.append(step)
+        if is_log_step(runner, batch_idx, self._interval):
+            self.check_held(runner)
+
+    @staticmethod
+    def _grad_norm(runner) -> Any:
+        """This step's clipped gradient norm: the deferred hook's tensor, else the hub's."""
+        for hook in runner.hooks if hasattr(runner, "hooks") else ():
+            if isinstance(hook, DeferredRuntimeInfoHook):
+                key = f"train/{getattr(runner.optim_wrapper, 'grad_name', 'grad_norm')}"
+                if key in hook.last_step:
+                    return hook.last_step[key]
         scalars = runner.message_hub.log_scalars  # train/grad_norm exists with clip_grad
-        if "train/grad_norm" in scalars:
-            values["grad_norm"] = scalars["train/grad_norm"].current()
-        own_bad = sorted(k for k, v in values.items() if not _is_finite(v))
-        if not _any_rank(bool(own_bad)):
+        return scalars["train/grad_norm"].current() if "train/grad_norm" in scalars else None
+
+    def check_held(self, runner) -> None:
+        """Judge the steps held since the last check, in one host sync (and one all-reduce
+        over the ranks); raises at the first non-finite one."""
+        held, self._held = self._held, []
+        if not held:
+            return
+        bad = _any_rank_each([s.any_bad() for s in held])
+        for step, any_rank_bad in zip(held, bad, strict=True):
+            if any_rank_bad:
+                self._judge(runner, step, True, checked_at=runner.iter + 1)
+                return
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        self.check_held(runner)  # no checkpoint is written after a non-finite step
+
+    def after_train_epoch(self, runner) -> None:
+        self.check_held(runner)
+
+    def after_train(self, runner) -> None:
+        self.check_held(runner)
+
+    def _judge(self, runner, step: _Step, any_rank_bad: bool,
+               checked_at: int | None = None) -> None:
+        if not any_rank_bad:
             self._streak = 0
             return
-        bad, ranks = _gather_bad_batches(own_bad, data_batch)
-        if self._scaler_backoff(runner, bad):
+        own_bad = step.bad_terms()
+        bad, ranks = _gather_bad_batches(own_bad, step.img_paths)
+        if self._scaler_backoff(runner, bad, step.iter):
             return
         self._streak += 1
-        saved = self._save_batch(runner, bad, ranks)
+        saved = self._save_batch(runner, step, bad, ranks)
         if self._step_was_skipped(runner) and self._streak < self.patience:
-            print_log(f"seglab: non-finite {', '.join(bad)} at iter {runner.iter + 1}; the "
+            print_log(f"seglab: non-finite {', '.join(bad)} at iter {step.iter}; the "
                       f"step was skipped ({self._streak}/{self.patience} in a row), batch "
                       f"listed in {saved}", logger="current", level=logging.WARNING)
             return
-        shown = ", ".join(f"{k}={values[k]}" if k in own_bad else f"{k} (another rank)"
-                          for k in bad)
+        shown = ", ".join(f"{k}={_number(step.values[k])}" if k in own_bad
+                          else f"{k} (another rank)" for k in bad)
+        found = ("" if checked_at in (None, step.iter) else
+                 f" (found at iter {checked_at}: steps are checked every {self._interval} "
+                 "iterations and before every checkpoint)")
         raise TrainingDiverged(
-            f"training diverged at iter {runner.iter + 1} (epoch {runner.epoch + 1}): "
-            f"{shown}. The batch's images are listed in {saved}; the last good checkpoint "
-            f"is {self._last_checkpoint(runner)}. Fix: lower "
+            f"training diverged at iter {step.iter} (epoch {step.epoch}): "
+            f"{shown}{found}. The batch's images are listed in {saved}; the last good "
+            f"checkpoint is {self._last_checkpoint(runner)}. Fix: lower "
             "the LR or add/tighten optim_wrapper.clip_grad, check those images' masks "
             "(seglab data doctor), and continue with --resume.")
 
     @staticmethod
-    def _save_batch(runner, bad: list[str], ranks: list[dict]) -> Path:
+    def _save_batch(runner, step: _Step, bad: list[str], ranks: list[dict]) -> Path:
         """Rank 0 writes one record with every rank's images (all ranks get its path)."""
         from mmengine.dist import is_main_process
 
-        target = Path(runner.work_dir) / f"nonfinite_iter_{runner.iter + 1}.json"
+        target = Path(runner.work_dir) / f"nonfinite_iter_{step.iter}.json"
         if is_main_process():
             target.write_text(json.dumps({
-                "iter": runner.iter + 1, "epoch": runner.epoch + 1, "terms": bad,
+                "iter": step.iter, "epoch": step.epoch, "terms": bad,
                 "img_paths": [p for r in ranks for p in r["img_paths"]],
                 "ranks": ranks}, indent=1))
         return target
