@@ -341,6 +341,19 @@ def _nan_worker(rank: int, world: int, store: str, out: str) -> None:
     except TrainingDiverged as err:
         outcome = str(err)
     (Path(out) / f"outcome{rank}.txt").write_text(outcome)
+    held = NonFiniteLossHook(check_interval=100)  # steps held, judged together at a check
+    held.before_train(runner)
+    for step in range(3):
+        runner.iter = step
+        bad = rank == 1 and step == 1
+        held.after_train_iter(runner, step, batch,
+                              outputs={"loss": torch.tensor(float("nan") if bad else 1.0)})
+    try:
+        held.check_held(runner)
+        outcome = "continued"
+    except TrainingDiverged as err:
+        outcome = str(err)
+    (Path(out) / f"held{rank}.txt").write_text(outcome)
     dist.destroy_process_group()
 
 
@@ -350,6 +363,8 @@ def test_a_nan_on_one_rank_stops_every_rank_with_one_record(tmp_path) -> None:
     outcomes = [(tmp_path / f"outcome{r}.txt").read_text() for r in range(2)]
     assert all("training diverged at iter 5" in o for o in outcomes), outcomes
     assert "loss (another rank)" in outcomes[0] and "loss=nan" in outcomes[1]
+    held = [(tmp_path / f"held{r}.txt").read_text() for r in range(2)]
+    assert all("training diverged at iter 2 " in o and "found at iter 3" in o for o in held)
     record = json.loads((tmp_path / "nonfinite_iter_5.json").read_text())
     assert record["terms"] == ["loss"]
     assert record["img_paths"] == [f"img_r{r}_{i}.jpg" for r in range(2) for i in range(2)]
