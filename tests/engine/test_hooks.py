@@ -341,15 +341,16 @@ def _nan_worker(rank: int, world: int, store: str, out: str) -> None:
     except TrainingDiverged as err:
         outcome = str(err)
     (Path(out) / f"outcome{rank}.txt").write_text(outcome)
-    held = NonFiniteLossHook(check_interval=100)  # steps held, judged together at a check
+    # a distributed run judges every step even with a check interval: mmengine saves on
+    # rank 0 only, where no check could agree over the ranks
+    held = NonFiniteLossHook(check_interval=100)
     held.before_train(runner)
-    for step in range(3):
-        runner.iter = step
-        bad = rank == 1 and step == 1
-        held.after_train_iter(runner, step, batch,
-                              outputs={"loss": torch.tensor(float("nan") if bad else 1.0)})
     try:
-        held.check_held(runner)
+        for step in range(3):
+            runner.iter = step
+            bad = rank == 1 and step == 1
+            held.after_train_iter(runner, step, batch,
+                                  outputs={"loss": torch.tensor(float("nan") if bad else 1.0)})
         outcome = "continued"
     except TrainingDiverged as err:
         outcome = str(err)
@@ -364,7 +365,7 @@ def test_a_nan_on_one_rank_stops_every_rank_with_one_record(tmp_path) -> None:
     assert all("training diverged at iter 5" in o for o in outcomes), outcomes
     assert "loss (another rank)" in outcomes[0] and "loss=nan" in outcomes[1]
     held = [(tmp_path / f"held{r}.txt").read_text() for r in range(2)]
-    assert all("training diverged at iter 2 " in o and "found at iter 3" in o for o in held)
+    assert all("training diverged at iter 2 " in o and "found at" not in o for o in held)
     record = json.loads((tmp_path / "nonfinite_iter_5.json").read_text())
     assert record["terms"] == ["loss"]
     assert record["img_paths"] == [f"img_r{r}_{i}.jpg" for r in range(2) for i in range(2)]

@@ -98,7 +98,8 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
 
     def before_train(self, runner: Any) -> None:
         super().before_train(runner)
-        self.interval = self.interval or logger_interval(runner)
+        self._log_interval = logger_interval(runner)  # the LoggerHook reads the hub then
+        self.interval = self.interval or self._log_interval
         wrapper = runner.optim_wrapper
         # only mmengine's own clipping is replaced; a wrapper that clips its own way keeps it
         if (isinstance(wrapper, OptimWrapper) and wrapper.clip_grad_kwargs
@@ -111,7 +112,8 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
             self._step[f"train/{key}"] = detached(value)
         self.last_step, self._step = self._step, {}
         self._held.append(self.last_step)
-        if is_log_step(runner, batch_idx, self.interval):
+        if (is_log_step(runner, batch_idx, self.interval)
+                or is_log_step(runner, batch_idx, self._log_interval)):
             self.hand_over(runner)
 
     def hand_over(self, runner: Any) -> None:

@@ -192,7 +192,12 @@ class NonFiniteLossHook(Hook):
         """Whether this run's checks wait for a check point. Not where the step syncs
         anyway and its outcome decides the next step: AMP's loss scaler reads its
         overflow flag every step, ``policy='skip'`` reads the gradients'."""
-        return (self._interval > 1 and self.policy == "stop"
+        from mmengine.dist import get_world_size
+
+        # Distributed runs judge every step too: mmengine saves checkpoints on rank 0 only
+        # (Runner.save_checkpoint is master_only), so a check there could not agree over
+        # the ranks before the save.
+        return (self._interval > 1 and self.policy == "stop" and get_world_size() == 1
                 and not isinstance(runner.optim_wrapper, AmpOptimWrapper))
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
