@@ -209,7 +209,9 @@ def train(
         for line in warnings:
             print_log(f"seglab: {line}", logger="current", level=logging.WARNING)
         try:
-            with use_sync_free_accuracy():
+            with use_sync_free_accuracy() as swapped:
+                _log_notes(["acc_seg without a host sync (bitwise mmseg's) in "
+                            + ", ".join(swapped)] if swapped else [])
                 runner.train()
         except RunPreempted:
             raise  # the hook recorded it

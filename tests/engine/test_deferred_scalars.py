@@ -13,12 +13,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.hooks import LoggerHook, RuntimeInfoHook
 from mmengine.logging import MessageHub
 from mmengine.optim import OptimWrapper
 from mmengine.structures import BaseDataElement
 
-from seglab.engine.hooks.deferred_runtime_info_hook import DeferredRuntimeInfoHook
+from seglab.engine.hooks.deferred_runtime_info_hook import (
+    DeferredRuntimeInfoHook,
+    use_deferred_runtime_info,
+)
 from seglab.engine.hooks.nonfinite_loss_hook import NonFiniteLossHook, TrainingDiverged
 
 INTERVAL, STEPS = 4, 10
@@ -58,7 +62,7 @@ def _runner(tmp_path: Path, hooks: list, clip: bool = False) -> SimpleNamespace:
     return SimpleNamespace(
         hooks=[LoggerHook(interval=INTERVAL), *hooks], optim_wrapper=wrapper, iter=0, epoch=0,
         message_hub=hub,
-        train_dataloader=SimpleNamespace(dataset=None, __len__=lambda: 100),
+        train_dataloader=SimpleNamespace(dataset=None),  # no length: no epoch end
         max_epochs=1, max_iters=STEPS, work_dir=str(tmp_path), param=param)
 
 
@@ -174,3 +178,33 @@ def test_check_interval_1_and_the_skip_policy_judge_every_step(tmp_path) -> None
         with pytest.raises(TrainingDiverged, match="at iter 1 ") as stop:
             _step_with(runner, [guard], 0, float("nan"))
         assert "found at" not in str(stop.value)
+
+
+def test_the_swap_keeps_a_configs_own_hook_its_none_and_its_settings() -> None:
+    for written, expected in [
+            ({}, {"type": "DeferredRuntimeInfoHook"}),
+            ({"runtime_info": {"type": "RuntimeInfoHook", "priority": "HIGH"}},
+             {"type": "DeferredRuntimeInfoHook", "priority": "HIGH"}),
+            ({"runtime_info": None}, None),
+            ({"runtime_info": {"type": "MyInfoHook"}}, {"type": "MyInfoHook"})]:
+        cfg = Config({"default_hooks": written})
+        notes = use_deferred_runtime_info(cfg)
+        assert cfg.default_hooks.runtime_info == expected
+        assert bool(notes) == (expected is not None
+                               and expected["type"] == "DeferredRuntimeInfoHook")
+
+
+def test_a_seglab_run_holds_its_scalars_and_computes_acc_seg_without_a_sync(
+        voc_two_epochs) -> None:
+    """The trained fixture: the hook is the run's, every step reached the hub (the ones after
+    the last log step too), and the accuracy swap was logged for the run."""
+    runner, work_dir = voc_two_epochs
+    assert [type(h) for h in runner.hooks if isinstance(h, RuntimeInfoHook)] == [
+        DeferredRuntimeInfoHook]
+    assert len(runner.message_hub.log_scalars["train/loss"].data[0]) == runner.iter
+    log = next(Path(work_dir).glob("*/*.log")).read_text()
+    assert "acc_seg without a host sync (bitwise mmseg's) in mmseg.models.decode_heads" in log
+    from mmseg.models.decode_heads import decode_head
+    from mmseg.models.losses import accuracy
+
+    assert decode_head.accuracy is accuracy, "the swap outlived the run"

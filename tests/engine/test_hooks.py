@@ -330,7 +330,7 @@ def _nan_worker(rank: int, world: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     wrapper = OptimWrapper(optimizer=torch.optim.SGD([torch.nn.Parameter(torch.ones(1))],
                                                      lr=0.1))
-    runner = SimpleNamespace(optim_wrapper=wrapper, iter=4, epoch=0, work_dir=out,
+    runner = SimpleNamespace(optim_wrapper=wrapper, iter=4, epoch=0, work_dir=out, hooks=[],
                              message_hub=MessageHub.get_instance(f"rank{rank}"))
     batch = {"data_samples": [BaseDataElement(metainfo={"img_path": f"img_r{rank}_{i}.jpg"})
                               for i in range(2)]}

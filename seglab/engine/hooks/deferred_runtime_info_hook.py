@@ -11,6 +11,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.hooks import LoggerHook, RuntimeInfoHook
 from mmengine.optim import OptimWrapper
 from mmengine.registry import HOOKS
+from mmengine.utils import apply_to
 
 DEFAULT_INTERVAL = 10  # mmengine's LoggerHook default, for a run without one
 
@@ -125,8 +126,9 @@ class DeferredRuntimeInfoHook(RuntimeInfoHook):
 
     def before_save_checkpoint(self, runner: Any, checkpoint: dict) -> None:
         self.hand_over(runner)
-        if "message_hub" in checkpoint:  # taken before this hook ran
-            checkpoint["message_hub"] = runner.message_hub.state_dict()
+        if "message_hub" in checkpoint:  # taken before this hook ran; on the CPU, as mmengine
+            checkpoint["message_hub"] = apply_to(runner.message_hub.state_dict(),
+                                                 lambda x: hasattr(x, "cpu"), lambda x: x.cpu())
 
     def after_train_epoch(self, runner: Any) -> None:
         self.hand_over(runner)
@@ -140,9 +142,9 @@ def use_deferred_runtime_info(cfg: Config) -> list[str]:
     """Make ``DeferredRuntimeInfoHook`` the run's ``runtime_info`` hook unless the config
     chose one of its own; returns the note."""
     hooks = cfg.setdefault("default_hooks", ConfigDict())
-    chosen = hooks.get("runtime_info")
-    if chosen is not None and chosen.get("type") not in ("RuntimeInfoHook", None):
-        return []
-    hooks.runtime_info = ConfigDict(type="DeferredRuntimeInfoHook")
+    chosen = hooks.get("runtime_info", ConfigDict())
+    if chosen is None or chosen.get("type", "RuntimeInfoHook") != "RuntimeInfoHook":
+        return []  # turned off (None) or a hook of the config's own
+    hooks.runtime_info = ConfigDict({**chosen, "type": "DeferredRuntimeInfoHook"})
     return ["default_hooks.runtime_info RuntimeInfoHook -> DeferredRuntimeInfoHook (the same "
             "logged numbers; one host sync per log interval instead of one per value a step)"]

@@ -63,16 +63,16 @@ class _Step:
     def any_bad(self) -> torch.Tensor | bool:
         """Whether a term is non-finite, as a device tensor where the terms are tensors:
         nothing waits for the GPU until the check reads it."""
-        flags: list[torch.Tensor] = []
-        host = False
-        for value in self.values.values():
-            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                flags.append(~torch.isfinite(value.detach().reshape(())))
-            else:
-                host = host or not _is_finite(value)
-        if host or not flags:
-            return host
-        return torch.stack([f.to(flags[0].device) for f in flags]).any()
+        tensors = [v.reshape(()) for v in self.values.values()
+                   if isinstance(v, torch.Tensor) and v.numel() == 1]
+        others = [v for v in self.values.values()
+                  if not (isinstance(v, torch.Tensor) and v.numel() == 1)]
+        if not all(_is_finite(v) for v in others):
+            return True
+        if not tensors:
+            return False
+        device = tensors[0].device
+        return ~torch.isfinite(torch.stack([t.to(device) for t in tensors])).all()
 
 
 def _any_rank(flag: bool) -> bool:
@@ -132,13 +132,13 @@ class NonFiniteLossHook(Hook):
     them) and, with ``policy='skip'``, the steps ``SkipNonFiniteOptimWrapper``
     skips in fp32 runs.
 
-    The check costs no host sync per step: each step's terms are flagged on the device,
-    and the flags are read (one copy, one all-reduce over the ranks) every
+    In a single-process fp32 run the check costs no host sync per step: each step's
+    terms are flagged on the device, and the flags are read in one copy every
     ``check_interval`` iterations, at the end of each epoch, and before every
     checkpoint is written, so a checkpoint never follows a non-finite step. The error
-    names the step where it happened. AMP runs and ``policy='skip'`` check every step:
-    their optimizer reads the gradients' finiteness every step anyway, and the outcome
-    decides the next step.
+    names the step where it happened. AMP runs and ``policy='skip'`` check every step
+    (their optimizer reads the gradients' finiteness every step anyway, and the outcome
+    decides the next step), and so do distributed runs (see ``_defers``).
 
     Args:
         policy (str): ``'stop'`` raises at the first non-finite step the
@@ -161,6 +161,7 @@ class NonFiniteLossHook(Hook):
         self._streak = 0
         self._interval = check_interval or 1  # before_train asks the LoggerHook
         self._held: list[_Step] = []
+        self._runtime_info: DeferredRuntimeInfoHook | None = None  # set by before_train
 
     def _step_was_skipped(self, runner) -> bool:
         wrapper = runner.optim_wrapper
@@ -187,6 +188,8 @@ class NonFiniteLossHook(Hook):
 
     def before_train(self, runner) -> None:
         self._interval = self.check_interval or logger_interval(runner)
+        self._runtime_info = next((h for h in runner.hooks
+                                   if isinstance(h, DeferredRuntimeInfoHook)), None)
 
     def _defers(self, runner) -> bool:
         """Whether this run's checks wait for a check point. Not where the step syncs
@@ -214,16 +217,14 @@ class NonFiniteLossHook(Hook):
         if is_log_step(runner, batch_idx, self._interval):
             self.check_held(runner)
 
-    @staticmethod
-    def _grad_norm(runner) -> Any:
-        """This step's clipped gradient norm: the deferred hook's tensor, else the hub's."""
-        for hook in runner.hooks if hasattr(runner, "hooks") else ():
-            if isinstance(hook, DeferredRuntimeInfoHook):
-                key = f"train/{getattr(runner.optim_wrapper, 'grad_name', 'grad_norm')}"
-                if key in hook.last_step:
-                    return hook.last_step[key]
-        scalars = runner.message_hub.log_scalars  # train/grad_norm exists with clip_grad
-        return scalars["train/grad_norm"].current() if "train/grad_norm" in scalars else None
+    def _grad_norm(self, runner) -> Any:
+        """This step's clipped gradient norm: the deferred hook's tensor, else the hub's
+        (where it exists with clip_grad)."""
+        key = f"train/{getattr(runner.optim_wrapper, 'grad_name', 'grad_norm')}"
+        if self._runtime_info is not None and key in self._runtime_info.last_step:
+            return self._runtime_info.last_step[key]
+        scalars = runner.message_hub.log_scalars
+        return scalars[key].current() if key in scalars else None
 
     def check_held(self, runner) -> None:
         """Judge the steps held since the last check, in one host sync (and one all-reduce
